@@ -1,0 +1,34 @@
+"""The ``ovbatch`` command."""
+
+from __future__ import annotations
+
+import click
+
+from ovbatch import __version__
+
+from .helpers import clean_errors, settings_of
+from .keys import keys
+from .models import models
+
+
+@click.group()
+@click.version_option(__version__, prog_name="ovbatch")
+def cli() -> None:
+    """Batch processor for OpenVINO inference with an encrypted model registry."""
+
+
+@cli.command()
+@click.pass_context
+@clean_errors
+def config(ctx: click.Context) -> None:
+    """Print the effective settings (secrets masked)."""
+    for key, value in settings_of(ctx).masked().items():
+        click.echo(f"{key:16} {value}")
+
+
+cli.add_command(keys)
+cli.add_command(models)
+
+
+def main() -> None:
+    cli()

@@ -1,0 +1,1 @@
+"""Model encryption: streaming AEAD per file, envelope keys, and the keyring."""

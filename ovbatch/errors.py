@@ -1,0 +1,75 @@
+"""The error tree. Every error ovbatch raises on purpose is an ``OvbatchError``.
+
+The CLI turns these into one clear line on stderr and exit code 1; anything else is a bug.
+"""
+
+
+class OvbatchError(Exception):
+    """Base class of every error ovbatch raises on purpose."""
+
+
+class ConfigError(OvbatchError):
+    """Raised when a setting (environment variable or option) is missing or malformed."""
+
+
+class InputError(OvbatchError):
+    """Raised when the user's input is wrong: a missing folder, a file that is not a model.
+
+    Never retried: running it again gives the same answer.
+    """
+
+
+class NotAModelError(InputError):
+    """Raised when a folder given to ``models import`` holds no model ovbatch can import."""
+
+
+class CorruptModelError(InputError):
+    """Raised when a model's files exist but OpenVINO or the importer cannot parse them."""
+
+
+class StorageError(OvbatchError):
+    """Raised when object storage cannot be reached or refuses an operation."""
+
+
+class ObjectNotFound(StorageError):
+    """Raised when a key does not exist in object storage."""
+
+
+class ObjectExists(StorageError):
+    """Raised when a create-only write finds the key already there."""
+
+
+class KeyringError(OvbatchError):
+    """Raised when the keyring file is missing, unreadable, too open or malformed."""
+
+
+class CryptoError(OvbatchError):
+    """Base class of encryption failures."""
+
+
+class IntegrityError(CryptoError):
+    """Raised when ciphertext fails authentication: tampered, truncated, reordered or swapped."""
+
+
+class UnknownKeyError(CryptoError):
+    """Raised when a manifest names a key id the keyring does not hold."""
+
+
+class WrongKeyError(CryptoError):
+    """Raised when a wrapped data key does not open with the key the keyring holds for its id."""
+
+
+class RegistryError(OvbatchError):
+    """Base class of model registry errors."""
+
+
+class ModelNotFound(RegistryError):
+    """Raised when a model name or name@version is not in the registry."""
+
+
+class VersionExists(RegistryError):
+    """Raised when importing a version that already exists: versions are immutable."""
+
+
+class DeviceError(OvbatchError):
+    """Raised when an OpenVINO device is not available or a model cannot compile on it."""

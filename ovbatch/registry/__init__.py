@@ -1,0 +1,1 @@
+"""The encrypted model registry in object storage."""

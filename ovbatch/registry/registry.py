@@ -1,0 +1,167 @@
+"""The encrypted model registry: ``models/<name>/<version>/{manifest.json, <role>.enc}``.
+
+Versions are immutable. A new version is first reserved with a create-only write, so two
+concurrent imports of one name never write the same version's files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from ovbatch.crypto import envelope
+from ovbatch.crypto.keyring import Keyring
+from ovbatch.crypto.stream import DEFAULT_CHUNK_LOG2, FileContext, encrypt_chunks
+from ovbatch.errors import IntegrityError, ModelNotFound, ObjectExists, ObjectNotFound, VersionExists
+from ovbatch.registry import refs, sources
+from ovbatch.registry.refs import ModelRef
+from ovbatch.storage import ObjectStore
+
+MANIFEST_FORMAT = 1
+
+
+class Registry:
+    def __init__(self, store: ObjectStore, keyring: Keyring):
+        self.store = store
+        self.keyring = keyring
+
+    # -- reading -------------------------------------------------------------------------
+    def names(self) -> list[str]:
+        return sorted({k.split("/")[1] for k in self.store.list(refs.ROOT + "/") if k.endswith("/manifest.json")})
+
+    def versions(self, name: str) -> list[str]:
+        prefix = f"{refs.ROOT}/{refs.check_name(name)}/"
+        found = {
+            key[len(prefix):].split("/")[0]
+            for key in self.store.list(prefix)
+            if key.endswith("/manifest.json") and key.count("/") == 3
+        }
+        return sorted(found, key=int)
+
+    def resolve(self, ref: ModelRef) -> ModelRef:
+        """``name`` -> ``name@newest``; checks that the version exists."""
+        versions = self.versions(ref.name)
+        if not versions:
+            raise ModelNotFound(f"model {ref.name!r} is not in the registry at {self.store.url}")
+        if ref.version is None:
+            return ModelRef(ref.name, versions[-1])
+        if ref.version not in versions:
+            raise ModelNotFound(f"{ref} is not in the registry (versions: {', '.join(versions)})")
+        return ref
+
+    def manifest(self, ref: ModelRef, *, verify_mac: bool = True) -> dict[str, Any]:
+        ref = self.resolve(ref)
+        assert ref.version is not None
+        try:
+            raw = self.store.get_bytes(refs.manifest_key(ref.name, ref.version))
+            manifest = json.loads(raw)
+        except ObjectNotFound:
+            raise ModelNotFound(f"{ref} is not in the registry at {self.store.url}") from None
+        except ValueError:
+            raise IntegrityError(f"{ref}: manifest.json is not valid JSON (tampered or corrupt)") from None
+        if manifest.get("name") != ref.name or manifest.get("version") != ref.version:
+            raise IntegrityError(f"{ref}: manifest.json belongs to {manifest.get('name')}@{manifest.get('version')}")
+        if verify_mac:
+            envelope.check_manifest(manifest, envelope.unwrap(self.keyring, manifest))
+        return manifest
+
+    def data_key(self, manifest: dict[str, Any]) -> bytes:
+        key = envelope.unwrap(self.keyring, manifest)
+        envelope.check_manifest(manifest, key)
+        return key
+
+    def all_versions(self) -> Iterator[ModelRef]:
+        for name in self.names():
+            for version in self.versions(name):
+                yield ModelRef(name, version)
+
+    # -- writing -------------------------------------------------------------------------
+    def _reserve(self, name: str, version: str | None) -> str:
+        if version is not None:
+            if self.store.exists(refs.manifest_key(name, version)):
+                raise VersionExists(f"{name}@{version} already exists; versions are immutable")
+            try:
+                self.store.put_bytes(refs.reservation_key(name, version), b"", if_absent=True)
+            except ObjectExists:
+                raise VersionExists(f"{name}@{version} is already taken by another import") from None
+            return version
+        taken = {k.split("/")[2] for k in self.store.list(f"{refs.ROOT}/{name}/") if k.count("/") == 3}
+        candidate = max((int(v) for v in taken if v.isdigit()), default=0) + 1
+        while True:
+            try:
+                self.store.put_bytes(refs.reservation_key(name, str(candidate)), b"", if_absent=True)
+                return str(candidate)
+            except ObjectExists:
+                candidate += 1
+
+    def import_folder(self, path: Path, name: str, version: str | None = None) -> dict[str, Any]:
+        """Import a model folder as a new encrypted version; return its manifest."""
+        refs.check_name(name)
+        if version is not None:
+            version = refs.check_version(version)
+        self.keyring.active_key()  # fail on a missing key before exporting anything
+        with sources.prepare(path) as prepared:
+            version = self._reserve(name, version)
+            try:
+                manifest = self._encrypt_version(prepared, name, version)
+            except BaseException:
+                self._delete_prefix(refs.version_prefix(name, version))
+                raise
+        self.store.delete(refs.reservation_key(name, version))
+        return manifest
+
+    def _encrypt_version(self, prepared: sources.PreparedModel, name: str, version: str) -> dict[str, Any]:
+        data_key = envelope.new_data_key()
+        files = []
+        for path in sorted(p for p in prepared.folder.rglob("*") if p.is_file()):
+            role = path.relative_to(prepared.folder).as_posix()
+            digest = hashlib.sha256()
+            with open(path, "rb") as plaintext:
+                stream = encrypt_chunks(data_key, FileContext(name, version, role), plaintext,
+                                        observe=digest.update)
+                stored = self.store.put_stream(refs.object_key(name, version, role), stream)
+            files.append({"role": role, "size": path.stat().st_size, "sha256": digest.hexdigest(),
+                          "ciphertext_size": stored})
+        manifest: dict[str, Any] = {
+            "format": MANIFEST_FORMAT,
+            "name": name,
+            "version": version,
+            "kind": prepared.kind,
+            "precision": prepared.precision,
+            "source": prepared.source,
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "chunk_log2": DEFAULT_CHUNK_LOG2,
+            "files": files,
+        }
+        envelope.seal_manifest(manifest, data_key)
+        manifest.update(envelope.wrap(self.keyring, data_key, name, version))
+        self.store.put_bytes(refs.manifest_key(name, version), _dump(manifest), if_absent=True)
+        return manifest
+
+    def remove(self, ref: ModelRef) -> None:
+        if ref.version is None:
+            raise ModelNotFound(f"say which version to remove: {ref.name}@VERSION")
+        ref = self.resolve(ref)
+        assert ref.version is not None
+        # the manifest goes first: from then on the version is gone for every reader
+        self.store.delete(refs.manifest_key(ref.name, ref.version))
+        self._delete_prefix(refs.version_prefix(ref.name, ref.version))
+
+    def _delete_prefix(self, prefix: str) -> None:
+        for key in list(self.store.list(prefix)):
+            self.store.delete(key)
+
+    def rewrap(self, ref: ModelRef) -> None:
+        """Wrap this version's data key with the keyring's active key; the data is untouched."""
+        manifest = self.manifest(ref)
+        data_key = envelope.unwrap(self.keyring, manifest)
+        manifest.update(envelope.wrap(self.keyring, data_key, manifest["name"], manifest["version"]))
+        self.store.put_bytes(refs.manifest_key(manifest["name"], manifest["version"]), _dump(manifest))
+
+
+def _dump(manifest: dict[str, Any]) -> bytes:
+    return json.dumps(manifest, indent=2, sort_keys=True).encode()

@@ -1,0 +1,157 @@
+"""What ``models import`` accepts, and how each source becomes an OpenVINO IR folder.
+
+* an OpenVINO IR folder (``*.xml`` + ``*.bin``): imported as is, after OpenVINO reads every model
+* a Hugging Face folder (``config.json`` + weights, or a diffusers ``model_index.json``):
+  exported with optimum-intel, tokenizer/detokenizer converted by openvino-tokenizers
+* a faster-whisper / CTranslate2 Whisper folder (``model.bin`` with ``WhisperSpec``):
+  rebuilt as a Hugging Face Whisper (``ct2.py``), then exported as above
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import tempfile
+import xml.etree.ElementTree as ET
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ovbatch.errors import CorruptModelError, InputError, NotAModelError
+from ovbatch.registry import ct2
+
+HF_WEIGHTS = ("*.safetensors", "pytorch_model*.bin", "model.safetensors.index.json")
+TASKS = {"whisper": "automatic-speech-recognition-with-past"}
+
+
+@dataclass(frozen=True)
+class PreparedModel:
+    folder: Path  # an OpenVINO IR folder, ready to encrypt
+    source: dict[str, str]
+    kind: str
+    precision: str
+
+
+def _ir_pairs(folder: Path) -> list[Path]:
+    """OpenVINO models at the top of ``folder``, or one level down in a diffusers-style pipeline."""
+    pattern = "*/*.xml" if (folder / "model_index.json").is_file() else "*.xml"
+    found = list(folder.glob("*.xml")) + (list(folder.glob(pattern)) if pattern != "*.xml" else [])
+    return sorted(p for p in found if p.with_suffix(".bin").is_file())
+
+
+def _json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise CorruptModelError(f"{path}: not valid JSON ({exc})") from exc
+    return data if isinstance(data, dict) else {}
+
+
+def detect_kind(folder: Path) -> str:
+    index = folder / "model_index.json"
+    if index.is_file():
+        data = _json(index)
+        scheduler = data.get("scheduler", [None, None])
+        cls = str(data.get("_class_name", ""))
+        if "LatentConsistency" in cls or (isinstance(scheduler, list) and "LCM" in str(scheduler[-1])):
+            return "lcm"
+        return "stable-diffusion"
+    config = folder / "config.json"
+    if config.is_file() and _json(config).get("model_type") == "whisper":
+        return "whisper"
+    return "generic"
+
+
+def detect_precision(folder: Path) -> str:
+    """The dominant weight type of the IR's constants, by bytes (int4 wins if present at all)."""
+    by_type: Counter[str] = Counter()
+    for xml in _ir_pairs(folder):
+        try:
+            for layer in ET.parse(xml).getroot().iter("layer"):
+                data = layer.find("data")
+                if layer.get("type") == "Const" and data is not None:
+                    by_type[data.get("element_type", "?")] += int(data.get("size", "0"))
+        except ET.ParseError as exc:
+            raise CorruptModelError(f"{xml}: not a valid OpenVINO IR XML ({exc})") from exc
+    if by_type["u4"] + by_type["i4"] + by_type["nf4"]:
+        return "int4"
+    if not by_type:
+        return "unknown"
+    top = by_type.most_common(1)[0][0]
+    return {"f32": "fp32", "f16": "fp16", "bf16": "bf16", "u8": "int8", "i8": "int8"}.get(top, top)
+
+
+def check_ir(folder: Path) -> None:
+    """Have OpenVINO read every model, so a corrupt IR is refused before it is encrypted."""
+    import openvino as ov
+
+    with contextlib.suppress(ImportError):
+        import openvino_tokenizers  # noqa: F401  registers the tokenizer ops with OpenVINO
+    core = ov.Core()
+    for xml in _ir_pairs(folder):
+        try:
+            core.read_model(xml)
+        except Exception as exc:
+            raise CorruptModelError(f"{xml}: OpenVINO cannot read this IR: {str(exc).splitlines()[0]}") from exc
+
+
+def _export_hf(folder: Path, out: Path, kind: str) -> None:
+    try:
+        from optimum.exporters.openvino import main_export
+    except ImportError as exc:
+        raise InputError(
+            f"{folder} is a Hugging Face model; exporting it needs the export extra: "
+            f"pip install 'ovbatch[export]' ({exc})"
+        ) from exc
+    task = TASKS.get(kind, "auto")
+    try:
+        main_export(model_name_or_path=str(folder), output=out, task=task, convert_tokenizer=True)
+    except Exception as exc:
+        raise CorruptModelError(f"{folder}: optimum-intel could not export this model: {exc}") from exc
+
+
+def _has_hf_weights(folder: Path) -> bool:
+    return any(any(folder.glob(pattern)) for pattern in HF_WEIGHTS)
+
+
+@contextlib.contextmanager
+def prepare(path: Path) -> Iterator[PreparedModel]:
+    """Yield the source as an IR folder; exported copies live in a temp dir removed afterwards."""
+    if not path.exists():
+        raise InputError(f"{path} does not exist")
+    if not path.is_dir():
+        raise InputError(f"{path} is not a folder: import takes a model folder")
+    folder = path.resolve()
+    if _ir_pairs(folder):
+        check_ir(folder)
+        yield PreparedModel(folder, {"type": "openvino-ir", "path": str(folder)}, detect_kind(folder),
+                            detect_precision(folder))
+        return
+    is_ct2 = ct2.is_ct2_whisper(folder)
+    is_hf = (folder / "model_index.json").is_file() or (
+        (folder / "config.json").is_file() and _has_hf_weights(folder)
+    )
+    if not (is_ct2 or is_hf):
+        raise NotAModelError(
+            f"{folder} holds no model ovbatch can import: expected an OpenVINO IR (*.xml + *.bin), "
+            "a Hugging Face folder (config.json + *.safetensors / pytorch_model.bin, or model_index.json) "
+            "or a faster-whisper/CTranslate2 Whisper folder (model.bin + config.json + tokenizer.json)"
+        )
+    work = Path(tempfile.mkdtemp(prefix="ovbatch-import-"))
+    try:
+        hf = folder
+        source_type = "huggingface"
+        if is_ct2:
+            hf, source_type = work / "hf", "ctranslate2-whisper"
+            ct2.rebuild_hf_whisper(folder, hf)
+        kind = detect_kind(hf)
+        ir = work / "ir"
+        _export_hf(hf, ir, kind)
+        if not _ir_pairs(ir):
+            raise CorruptModelError(f"{folder}: export produced no OpenVINO model")
+        yield PreparedModel(ir, {"type": source_type, "path": str(folder)}, detect_kind(ir), detect_precision(ir))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

@@ -1,0 +1,72 @@
+"""One Settings object, built from the environment at the entry points and passed down.
+
+Nothing else in ovbatch reads ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from ovbatch.errors import ConfigError
+
+# The embedded single-machine default: everything under ./.ovbatch in the working directory.
+DEFAULT_HOME = ".ovbatch"
+
+
+def _mask_url(url: str) -> str:
+    """Hide a password in a URL (redis://:secret@host -> redis://:***@host)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Effective configuration. Units are in the names."""
+
+    storage_url: str
+    keyring_path: Path
+    broker_url: str
+    s3_endpoint_url: str | None = None
+    # AWS credentials stay in the environment that boto3 reads itself; we only note their presence.
+    aws_credentials_set: bool = False
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, cwd: Path | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        base = (cwd or Path.cwd()) / DEFAULT_HOME
+        storage_url = env.get("OVBATCH_STORAGE_URL") or (base / "storage").resolve().as_uri()
+        keyring = Path(env.get("OVBATCH_KEYRING") or base / "keyring.json").expanduser()
+        broker = env.get("OVBATCH_BROKER_URL", "redis://127.0.0.1:6379/0")
+        scheme = urlsplit(storage_url).scheme
+        if scheme not in ("file", "s3"):
+            raise ConfigError(
+                f"OVBATCH_STORAGE_URL={storage_url!r}: scheme must be file:// or s3://"
+            )
+        return cls(
+            storage_url=storage_url,
+            keyring_path=keyring,
+            broker_url=broker,
+            s3_endpoint_url=env.get("OVBATCH_S3_ENDPOINT_URL") or env.get("AWS_ENDPOINT_URL_S3")
+            or env.get("AWS_ENDPOINT_URL"),
+            aws_credentials_set=bool(env.get("AWS_ACCESS_KEY_ID")),
+        )
+
+    def masked(self) -> dict[str, str]:
+        """The settings as strings, safe to print: no password or key material."""
+        return {
+            "storage_url": _mask_url(self.storage_url),
+            "keyring": str(self.keyring_path),
+            "broker_url": _mask_url(self.broker_url),
+            "s3_endpoint_url": self.s3_endpoint_url or "(AWS default)",
+            "aws_credentials": "set (hidden)" if self.aws_credentials_set else "not set",
+        }
