@@ -6,6 +6,7 @@ Large objects go up as a multipart upload, which S3 makes visible only when it c
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterable, Iterator
 from typing import Any, BinaryIO, cast
 
@@ -52,8 +53,11 @@ class S3Store(ObjectStore):
 
     def put_stream(self, key: str, chunks: Iterable[bytes | memoryview]) -> int:
         reader = ChunkReader(chunks)
+        # BufferedReader makes read(n) return n bytes unless at the end; s3transfer takes a short
+        # read of a raw stream for the end of the object.
+        buffered = io.BufferedReader(reader, buffer_size=1 << 20)
         try:
-            self.client.upload_fileobj(reader, self.bucket, self._key(key), Config=self.transfer)
+            self.client.upload_fileobj(buffered, self.bucket, self._key(key), Config=self.transfer)
         except (BotoCoreError, ClientError) as exc:
             raise self._error(exc, "write", key) from exc
         except Exception as exc:  # s3transfer wraps failures in its own types

