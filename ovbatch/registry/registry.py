@@ -117,7 +117,7 @@ class Registry:
     def _encrypt_version(self, prepared: sources.PreparedModel, name: str, version: str) -> dict[str, Any]:
         data_key = envelope.new_data_key()
         files = []
-        for path in sorted(p for p in prepared.folder.rglob("*") if p.is_file()):
+        for path in _model_files(prepared.folder):
             role = path.relative_to(prepared.folder).as_posix()
             digest = hashlib.sha256()
             with open(path, "rb") as plaintext:
@@ -161,6 +161,14 @@ class Registry:
         data_key = envelope.unwrap(self.keyring, manifest)
         manifest.update(envelope.wrap(self.keyring, data_key, manifest["name"], manifest["version"]))
         self.store.put_bytes(refs.manifest_key(manifest["name"], manifest["version"]), _dump(manifest))
+
+
+def _model_files(folder: Path) -> list[Path]:
+    """Every file of the model folder, leaving out hidden ones (.git, editor droppings)."""
+    return sorted(
+        p for p in folder.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    )
 
 
 def _dump(manifest: dict[str, Any]) -> bytes:

@@ -13,6 +13,7 @@ import contextlib
 import json
 import shutil
 import tempfile
+import warnings
 import xml.etree.ElementTree as ET
 from collections import Counter
 from collections.abc import Iterator
@@ -108,7 +109,10 @@ def _export_hf(folder: Path, out: Path, kind: str) -> None:
         ) from exc
     task = TASKS.get(kind, "auto")
     try:
-        main_export(model_name_or_path=str(folder), output=out, task=task, convert_tokenizer=True)
+        with warnings.catch_warnings():
+            # torch's tracer warns about every Python branch in the model; none is actionable here
+            warnings.simplefilter("ignore")
+            main_export(model_name_or_path=str(folder), output=out, task=task, convert_tokenizer=True)
     except Exception as exc:
         raise CorruptModelError(f"{folder}: optimum-intel could not export this model: {exc}") from exc
 
