@@ -69,7 +69,9 @@ def rotate(ctx: click.Context) -> None:
     for old in retired:
         ring.remove(old)
     ring.save()
-    click.echo(f"new active key {kid}; rewrapped {len(versions) - len(failed)} model version(s); "
-               f"removed {len(retired)} unused old key(s)")
+    click.echo(
+        f"new active key {kid}; rewrapped {len(versions) - len(failed)} model version(s); "
+        f"removed {len(retired)} unused old key(s)"
+    )
     if failed:
         raise click.ClickException("could not rewrap:\n  " + "\n  ".join(failed))

@@ -6,6 +6,7 @@ import click
 
 from ovbatch import __version__
 
+from .demo import demo
 from .helpers import clean_errors, settings_of
 from .keys import keys
 from .models import models
@@ -26,6 +27,7 @@ def config(ctx: click.Context) -> None:
         click.echo(f"{key:16} {value}")
 
 
+cli.add_command(demo)
 cli.add_command(keys)
 cli.add_command(models)
 

@@ -73,12 +73,16 @@ def verify(ctx: click.Context, ref: str, device: str) -> None:
     registry = open_registry(ctx)
     report = verify_version(registry, ModelRef.parse(ref), device)
     secs = report["seconds"]
-    click.echo(f"verified {report['ref']} on {device}: {report['files']} files, "
-               f"{human_bytes(report['plaintext_bytes'])} authenticated and decrypted in memory")
+    click.echo(
+        f"verified {report['ref']} on {device}: {report['files']} files, "
+        f"{human_bytes(report['plaintext_bytes'])} authenticated and decrypted in memory"
+    )
     for m in report["models"]:
         click.echo(f"  {m['model']:40} read {m['read_model_s']:.3f} s  compile {m['compile_s']:.3f} s")
-    click.echo("  time: " + "  ".join(f"{k} {secs.get(k, 0.0):.3f} s"
-                                      for k in ("fetch", "decrypt", "digest", "read_model", "compile")))
+    click.echo(
+        "  time: "
+        + "  ".join(f"{k} {secs.get(k, 0.0):.3f} s" for k in ("fetch", "decrypt", "digest", "read_model", "compile"))
+    )
 
 
 @models.command("rm")

@@ -49,14 +49,13 @@ class Settings:
         broker = env.get("OVBATCH_BROKER_URL", "redis://127.0.0.1:6379/0")
         scheme = urlsplit(storage_url).scheme
         if scheme not in ("file", "s3"):
-            raise ConfigError(
-                f"OVBATCH_STORAGE_URL={storage_url!r}: scheme must be file:// or s3://"
-            )
+            raise ConfigError(f"OVBATCH_STORAGE_URL={storage_url!r}: scheme must be file:// or s3://")
         return cls(
             storage_url=storage_url,
             keyring_path=keyring,
             broker_url=broker,
-            s3_endpoint_url=env.get("OVBATCH_S3_ENDPOINT_URL") or env.get("AWS_ENDPOINT_URL_S3")
+            s3_endpoint_url=env.get("OVBATCH_S3_ENDPOINT_URL")
+            or env.get("AWS_ENDPOINT_URL_S3")
             or env.get("AWS_ENDPOINT_URL"),
             aws_credentials_set=bool(env.get("AWS_ACCESS_KEY_ID")),
         )

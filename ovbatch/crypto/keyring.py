@@ -37,15 +37,13 @@ class Keyring:
             st = path.stat()
         except FileNotFoundError:
             raise KeyringError(
-                f"keyring {path} does not exist: create one with `ovbatch keys new` "
-                "or point OVBATCH_KEYRING at yours"
+                f"keyring {path} does not exist: create one with `ovbatch keys new` or point OVBATCH_KEYRING at yours"
             ) from None
         if not stat.S_ISREG(st.st_mode):
             raise KeyringError(f"keyring {path} is not a regular file")
         if st.st_mode & 0o077:
             raise KeyringError(
-                f"keyring {path} is readable by others (mode {stat.S_IMODE(st.st_mode):04o}); "
-                f"run `chmod 600 {path}`"
+                f"keyring {path} is readable by others (mode {stat.S_IMODE(st.st_mode):04o}); run `chmod 600 {path}`"
             )
         try:
             data = json.loads(path.read_text())

@@ -45,9 +45,7 @@ class FileContext:
     role: str
 
     def info(self) -> bytes:
-        return b"\0".join(
-            [b"ovbatch/stream/v1", self.model.encode(), self.version.encode(), self.role.encode()]
-        )
+        return b"\0".join([b"ovbatch/stream/v1", self.model.encode(), self.version.encode(), self.role.encode()])
 
     def __str__(self) -> str:
         return f"{self.model}@{self.version} file {self.role!r}"
@@ -146,9 +144,7 @@ def decrypt_into(
             if size < 0 or written + size > len(out):
                 raise IntegrityError(f"{ctx}: ciphertext size does not match the manifest (tampered)")
             try:
-                aead.decrypt_into(
-                    _nonce(prefix, counter, final), current, header, out[written : written + size]
-                )
+                aead.decrypt_into(_nonce(prefix, counter, final), current, header, out[written : written + size])
             except InvalidTag:
                 raise IntegrityError(
                     f"{ctx}: authentication failed at chunk {counter} (tampered, truncated, "
@@ -161,9 +157,7 @@ def decrypt_into(
                 break
             current, counter = following, counter + 1
         if written != len(out):
-            raise IntegrityError(
-                f"{ctx}: decrypted {written} bytes but the manifest says {len(out)} (truncated)"
-            )
+            raise IntegrityError(f"{ctx}: decrypted {written} bytes but the manifest says {len(out)} (truncated)")
     except BaseException:
         wipe(out)
         raise

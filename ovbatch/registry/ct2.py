@@ -19,7 +19,7 @@ import numpy as np
 
 from ovbatch.errors import CorruptModelError
 
-_DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16, 5: "bfloat16"}
+_DTYPES: dict[int, Any] = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16, 5: "bfloat16"}
 TIMESTAMP_TOKENS = 1501  # <|0.00|> .. <|30.00|> in 0.02 s steps
 
 
@@ -177,6 +177,7 @@ def rebuild_hf_whisper(src: Path, dst: Path) -> None:
     """Write a Hugging Face Whisper folder (safetensors, configs, tokenizer, processor) into ``dst``."""
     try:
         import torch
+        import transformers
         from transformers import (
             AddedToken,
             GenerationConfig,
@@ -184,7 +185,6 @@ def rebuild_hf_whisper(src: Path, dst: Path) -> None:
             WhisperFeatureExtractor,
             WhisperForConditionalGeneration,
             WhisperProcessor,
-            WhisperTokenizerFast,
         )
     except ImportError as exc:
         raise CorruptModelError(
@@ -202,7 +202,7 @@ def rebuild_hf_whisper(src: Path, dst: Path) -> None:
     vocab, d_model = var["decoder/embeddings/weight"].shape
     enc_layers, dec_layers = len(_layer_ids(var, "encoder")), len(_layer_ids(var, "decoder"))
     specials = _special_ids(tok_json)
-    config = WhisperConfig(
+    dims: dict[str, Any] = dict(
         vocab_size=int(vocab),
         num_mel_bins=int(var["encoder/conv1/weight"].shape[1]),
         d_model=int(d_model),
@@ -220,15 +220,18 @@ def rebuild_hf_whisper(src: Path, dst: Path) -> None:
         pad_token_id=specials["<|endoftext|>"],
         tie_word_embeddings=True,
     )
+    config = WhisperConfig(**dims)
     model = WhisperForConditionalGeneration(config).eval()
     weights = {k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)) for k, v in state_dict(var).items()}
     missing, unexpected = model.load_state_dict(weights, strict=False)
     if missing or unexpected:
-        raise CorruptModelError(f"{src}: weights do not fit Whisper (missing {missing[:3]}, unexpected {unexpected[:3]})")
+        raise CorruptModelError(
+            f"{src}: weights do not fit Whisper (missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
     model.generation_config = GenerationConfig(**generation_config(ct2_config, specials, dec_layers))
     model.save_pretrained(dst)
 
-    tokenizer = WhisperTokenizerFast(tokenizer_file=str(src / "tokenizer.json"))
+    tokenizer = transformers.WhisperTokenizerFast(tokenizer_file=str(src / "tokenizer.json"))  # type: ignore[attr-defined]
     n_missing = int(vocab) - len(tokenizer)
     if n_missing == TIMESTAMP_TOKENS:  # CTranslate2 exports leave out the timestamp tokens
         tokenizer.add_tokens([AddedToken(f"<|{i * 0.02:.2f}|>", lstrip=False, rstrip=False) for i in range(n_missing)])

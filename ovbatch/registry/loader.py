@@ -45,7 +45,7 @@ class DecryptedVersion:
         return ModelRef(self.manifest["name"], self.manifest["version"])
 
     def data(self, role: str) -> memoryview:
-        return memoryview(self.buffers[role])
+        return self.buffers[role].data
 
     def text(self, role: str) -> str:
         return self.buffers[role].tobytes().decode("utf-8")
@@ -65,7 +65,7 @@ class DecryptedVersion:
 
     def wipe(self) -> None:
         for buf in self.buffers.values():
-            wipe(memoryview(buf))
+            wipe(buf.data)
 
 
 def decrypt_version(
@@ -91,11 +91,11 @@ def decrypt_version(
         ctx = FileContext(name, version, role)
         buf = np.empty(int(entry["size"]), dtype=np.uint8)
         with registry.store.open(refs.object_key(name, version, role)) as stream:
-            decrypt_into(data_key, ctx, stream, memoryview(buf), timer=timings.add)
+            decrypt_into(data_key, ctx, stream, buf.data, timer=timings.add)
         if check_digests:
             t1 = time.perf_counter()
-            if hashlib.sha256(buf).hexdigest() != entry["sha256"]:
-                wipe(memoryview(buf))
+            if hashlib.sha256(buf.data).hexdigest() != entry["sha256"]:
+                wipe(buf.data)
                 raise IntegrityError(f"{ctx}: plaintext sha256 differs from the manifest")
             timings.add("digest", time.perf_counter() - t1)
         buffers[role] = buf

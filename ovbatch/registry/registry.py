@@ -36,7 +36,7 @@ class Registry:
     def versions(self, name: str) -> list[str]:
         prefix = f"{refs.ROOT}/{refs.check_name(name)}/"
         found = {
-            key[len(prefix):].split("/")[0]
+            key[len(prefix) :].split("/")[0]
             for key in self.store.list(prefix)
             if key.endswith("/manifest.json") and key.count("/") == 3
         }
@@ -121,11 +121,11 @@ class Registry:
             role = path.relative_to(prepared.folder).as_posix()
             digest = hashlib.sha256()
             with open(path, "rb") as plaintext:
-                stream = encrypt_chunks(data_key, FileContext(name, version, role), plaintext,
-                                        observe=digest.update)
+                stream = encrypt_chunks(data_key, FileContext(name, version, role), plaintext, observe=digest.update)
                 stored = self.store.put_stream(refs.object_key(name, version, role), stream)
-            files.append({"role": role, "size": path.stat().st_size, "sha256": digest.hexdigest(),
-                          "ciphertext_size": stored})
+            files.append(
+                {"role": role, "size": path.stat().st_size, "sha256": digest.hexdigest(), "ciphertext_size": stored}
+            )
         manifest: dict[str, Any] = {
             "format": MANIFEST_FORMAT,
             "name": name,
@@ -166,7 +166,8 @@ class Registry:
 def _model_files(folder: Path) -> list[Path]:
     """Every file of the model folder, leaving out hidden ones (.git, editor droppings)."""
     return sorted(
-        p for p in folder.rglob("*")
+        p
+        for p in folder.rglob("*")
         if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
     )
 

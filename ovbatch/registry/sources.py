@@ -122,6 +122,32 @@ def _has_hf_weights(folder: Path) -> bool:
 
 
 @contextlib.contextmanager
+def _quiet_exporters() -> Iterator[None]:
+    """Exporters print progress bars and deprecation chatter that tells an importing user nothing."""
+    import logging
+
+    # openvino.frontend logs "Failed to build model wrapper." at ERROR when it falls back to tracing
+    # the model itself, which then succeeds; the other loggers are chatter
+    names = ("transformers", "optimum", "nncf", "openvino_tokenizers", "openvino.frontend")
+    loggers = [logging.getLogger(n) for n in names]
+    levels = [lg.level for lg in loggers]
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+    except ImportError:
+        pass
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL if lg.name == "openvino.frontend" else logging.ERROR)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
+@contextlib.contextmanager
 def prepare(path: Path) -> Iterator[PreparedModel]:
     """Yield the source as an IR folder; exported copies live in a temp dir removed afterwards."""
     if not path.exists():
@@ -131,13 +157,12 @@ def prepare(path: Path) -> Iterator[PreparedModel]:
     folder = path.resolve()
     if _ir_pairs(folder):
         check_ir(folder)
-        yield PreparedModel(folder, {"type": "openvino-ir", "path": str(folder)}, detect_kind(folder),
-                            detect_precision(folder))
+        yield PreparedModel(
+            folder, {"type": "openvino-ir", "path": str(folder)}, detect_kind(folder), detect_precision(folder)
+        )
         return
     is_ct2 = ct2.is_ct2_whisper(folder)
-    is_hf = (folder / "model_index.json").is_file() or (
-        (folder / "config.json").is_file() and _has_hf_weights(folder)
-    )
+    is_hf = (folder / "model_index.json").is_file() or ((folder / "config.json").is_file() and _has_hf_weights(folder))
     if not (is_ct2 or is_hf):
         raise NotAModelError(
             f"{folder} holds no model ovbatch can import: expected an OpenVINO IR (*.xml + *.bin), "
@@ -148,12 +173,12 @@ def prepare(path: Path) -> Iterator[PreparedModel]:
     try:
         hf = folder
         source_type = "huggingface"
-        if is_ct2:
-            hf, source_type = work / "hf", "ctranslate2-whisper"
-            ct2.rebuild_hf_whisper(folder, hf)
-        kind = detect_kind(hf)
-        ir = work / "ir"
-        _export_hf(hf, ir, kind)
+        with _quiet_exporters():
+            if is_ct2:
+                hf, source_type = work / "hf", "ctranslate2-whisper"
+                ct2.rebuild_hf_whisper(folder, hf)
+            ir = work / "ir"
+            _export_hf(hf, ir, detect_kind(hf))
         if not _ir_pairs(ir):
             raise CorruptModelError(f"{folder}: export produced no OpenVINO model")
         yield PreparedModel(ir, {"type": source_type, "path": str(folder)}, detect_kind(ir), detect_precision(ir))

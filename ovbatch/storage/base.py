@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 # Chunks of this size move between storage and the caller; a multi-GB object never sits in memory whole.
 STREAM_CHUNK_BYTES = 8 << 20
@@ -67,7 +67,7 @@ class ChunkReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def]
+    def readinto(self, buffer: Any) -> int:
         while not self._pending:
             try:
                 self._pending = memoryview(next(self._chunks)).cast("B")

@@ -111,7 +111,7 @@ class S3Store(ObjectStore):
         try:
             for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix):
                 for obj in page.get("Contents", []):
-                    yield obj["Key"][len(self.prefix):]
+                    yield obj["Key"][len(self.prefix) :]
         except (BotoCoreError, ClientError) as exc:
             raise self._error(exc, "list", prefix or "/") from exc
 

@@ -21,8 +21,7 @@ class Cli:
         self.cwd, self.env = cwd, env
 
     def __call__(self, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run([OVBATCH, *args], cwd=self.cwd, env=self.env, capture_output=True,
-                              text=True, timeout=300)
+        done = subprocess.run([OVBATCH, *args], cwd=self.cwd, env=self.env, capture_output=True, text=True, timeout=300)
         where = f"`ovbatch {' '.join(args)}` exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
         assert "Traceback" not in done.stderr, where
         assert (done.returncode == 0) == ok, where
@@ -100,9 +99,13 @@ def test_errors_are_one_clear_line(cli: Cli, tmp_path: Path) -> None:
 
 
 def test_unreachable_storage_is_a_clear_error(cli: Cli) -> None:
-    cli.env.update(OVBATCH_STORAGE_URL="s3://bucket/models",
-                   OVBATCH_S3_ENDPOINT_URL=f"http://127.0.0.1:{free_port()}",
-                   AWS_ACCESS_KEY_ID="x", AWS_SECRET_ACCESS_KEY="y", AWS_DEFAULT_REGION="us-east-1")
+    cli.env.update(
+        OVBATCH_STORAGE_URL="s3://bucket/models",
+        OVBATCH_S3_ENDPOINT_URL=f"http://127.0.0.1:{free_port()}",
+        AWS_ACCESS_KEY_ID="x",
+        AWS_SECRET_ACCESS_KEY="y",
+        AWS_DEFAULT_REGION="us-east-1",
+    )
     err = cli("models", "list", ok=False).stderr
     assert "cannot list" in err and "Could not connect" in err, err
 
@@ -110,10 +113,20 @@ def test_unreachable_storage_is_a_clear_error(cli: Cli) -> None:
 def test_cli_against_s3(cli: Cli, tmp_path: Path, s3_endpoint: str) -> None:
     import boto3
 
-    cli.env.update(OVBATCH_STORAGE_URL="s3://cli-bucket/reg", OVBATCH_S3_ENDPOINT_URL=s3_endpoint,
-                   AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
-    boto3.client("s3", endpoint_url=s3_endpoint, aws_access_key_id="testing", aws_secret_access_key="testing",
-                 region_name="us-east-1").create_bucket(Bucket="cli-bucket")
+    cli.env.update(
+        OVBATCH_STORAGE_URL="s3://cli-bucket/reg",
+        OVBATCH_S3_ENDPOINT_URL=s3_endpoint,
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_DEFAULT_REGION="us-east-1",
+    )
+    boto3.client(
+        "s3",
+        endpoint_url=s3_endpoint,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name="us-east-1",
+    ).create_bucket(Bucket="cli-bucket")
     cli("keys", "new")
     cli("models", "import", str(build_tiny_ir(tmp_path / "src")), "--name", "tiny")
     assert "verified tiny@1" in cli("models", "verify", "tiny").stdout

@@ -38,8 +38,14 @@ def test_world_readable_keyring_is_refused(keyring: Keyring) -> None:
 
 @pytest.mark.parametrize(
     "content",
-    ["not json", "[]", '{"format": 2, "keys": {}}', '{"format": 1, "keys": {"k": {"key": "!!"}}}',
-     '{"format": 1, "keys": {"k": {"key": "AAAA"}}}', '{"format": 1, "active": "x", "keys": {}}'],
+    [
+        "not json",
+        "[]",
+        '{"format": 2, "keys": {}}',
+        '{"format": 1, "keys": {"k": {"key": "!!"}}}',
+        '{"format": 1, "keys": {"k": {"key": "AAAA"}}}',
+        '{"format": 1, "active": "x", "keys": {}}',
+    ],
 )
 def test_malformed_keyring_is_a_clear_error(tmp_path: Path, content: str) -> None:
     path = tmp_path / "keyring.json"

@@ -66,12 +66,21 @@ def verify_under_strace(tmp_path: Path, registry: Registry, ref: str, source: Pa
     home.mkdir()
     tmp.mkdir()
     assert isinstance(registry.store, FileStore)
-    env = {**os.environ, "HOME": str(home), "TMPDIR": str(tmp),
-           "OVBATCH_STORAGE_URL": registry.store.url, "OVBATCH_KEYRING": str(registry.keyring.path)}
+    env = {
+        **os.environ,
+        "HOME": str(home),
+        "TMPDIR": str(tmp),
+        "OVBATCH_STORAGE_URL": registry.store.url,
+        "OVBATCH_KEYRING": str(registry.keyring.path),
+    }
     log = tmp_path / "strace.log"
     done = subprocess.run(
         ["strace", "-f", "-qq", "-e", f"trace={TRACED}", "-o", str(log), OVBATCH, "models", "verify", ref],
-        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600,
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert done.returncode == 0, f"verify failed under strace:\n{done.stdout}\n{done.stderr}"
     assert f"verified {ref}" in done.stdout
@@ -110,8 +119,19 @@ def test_trace_catches_a_process_that_writes_a_file(tmp_path: Path) -> None:
     """The strace check above would catch a write: a process that writes a file is flagged."""
     log = tmp_path / "strace.log"
     subprocess.run(
-        ["strace", "-f", "-qq", "-e", f"trace={TRACED}", "-o", str(log), sys.executable, "-c",
-         f"open({str(tmp_path / 'model.bin')!r}, 'wb').write(b'x')"],
-        check=True, timeout=60,
+        [
+            "strace",
+            "-f",
+            "-qq",
+            "-e",
+            f"trace={TRACED}",
+            "-o",
+            str(log),
+            sys.executable,
+            "-c",
+            f"open({str(tmp_path / 'model.bin')!r}, 'wb').write(b'x')",
+        ],
+        check=True,
+        timeout=60,
     )
     assert any("model.bin" in w for w in traced_writes(log, tmp_path / "home"))

@@ -31,8 +31,12 @@ def test_import_writes_manifest_and_ciphertext_only(registry: Registry, tiny_ir:
     roles = sorted(f["role"] for f in m["files"])
     assert roles == ["config.json", "openvino_model.bin", "openvino_model.xml"]
     keys = sorted(registry.store.list("models/tiny/1/"))
-    assert keys == ["models/tiny/1/config.json.enc", "models/tiny/1/manifest.json",
-                    "models/tiny/1/openvino_model.bin.enc", "models/tiny/1/openvino_model.xml.enc"]
+    assert keys == [
+        "models/tiny/1/config.json.enc",
+        "models/tiny/1/manifest.json",
+        "models/tiny/1/openvino_model.bin.enc",
+        "models/tiny/1/openvino_model.xml.enc",
+    ]
     plain = (tiny_ir / "openvino_model.bin").read_bytes()
     stored = registry.store.get_bytes("models/tiny/1/openvino_model.bin.enc")
     assert plain[1000:1064] not in stored, "weights stored in the clear"
@@ -94,11 +98,13 @@ def test_file_swapped_between_versions_and_roles(registry: Registry, tmp_path: P
     registry.import_folder(build_tiny_ir(tmp_path / "b", seed=2), "tiny")
     registry.import_folder(build_tiny_ir(tmp_path / "c", seed=3), "other")
     s = registry.store
-    for src in (refs.object_key("tiny", "1", "openvino_model.bin"), refs.object_key("other", "1", "openvino_model.bin")):
+    weights = "openvino_model.bin"
+    for src in (refs.object_key("tiny", "1", weights), refs.object_key("other", "1", weights)):
         s.put_bytes(refs.object_key("tiny", "2", "openvino_model.bin"), s.get_bytes(src))
         with pytest.raises(IntegrityError, match="tiny@2 file 'openvino_model.bin'"):
             decrypt_version(registry, ModelRef.parse("tiny@2"))
-    s.put_bytes(refs.object_key("other", "1", "config.json"), s.get_bytes(refs.object_key("other", "1", "openvino_model.xml")))
+    xml = s.get_bytes(refs.object_key("other", "1", "openvino_model.xml"))
+    s.put_bytes(refs.object_key("other", "1", "config.json"), xml)
     with pytest.raises(IntegrityError, match="other@1 file 'config.json'"):
         decrypt_version(registry, ModelRef.parse("other@1"))
 

@@ -33,25 +33,39 @@ def test_ct2_whisper_imports_as_an_openvino_whisper(whisper_registry: Registry) 
     m = whisper_registry.manifest(ModelRef.parse("whisper-base"))
     assert (m["kind"], m["source"]["type"]) == ("whisper", "ctranslate2-whisper")
     roles = {f["role"] for f in m["files"]}
-    assert {"openvino_encoder_model.xml", "openvino_decoder_model.xml", "openvino_tokenizer.xml",
-            "openvino_detokenizer.xml", "generation_config.json", "preprocessor_config.json"} <= roles, roles
+    assert {
+        "openvino_encoder_model.xml",
+        "openvino_decoder_model.xml",
+        "openvino_tokenizer.xml",
+        "openvino_detokenizer.xml",
+        "generation_config.json",
+        "preprocessor_config.json",
+    } <= roles, roles
 
 
 def test_real_whisper_verifies_on_cpu(whisper_registry: Registry) -> None:
     report = verify(whisper_registry, ModelRef.parse("whisper-base"), "CPU")
     models = {m["model"] for m in report["models"]}
-    assert models == {"openvino_encoder_model.xml", "openvino_decoder_model.xml",
-                      "openvino_tokenizer.xml", "openvino_detokenizer.xml"}
+    assert models == {
+        "openvino_encoder_model.xml",
+        "openvino_decoder_model.xml",
+        "openvino_tokenizer.xml",
+        "openvino_detokenizer.xml",
+    }
     assert report["plaintext_bytes"] > 250e6
 
 
-def test_real_whisper_verify_leaves_no_plaintext(whisper_registry: Registry, tmp_path: Path,
-                                                 tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_real_whisper_verify_leaves_no_plaintext(
+    whisper_registry: Registry, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     from ovbatch.registry.loader import decrypt_version
 
     # the samples to look for: the real decrypted IR, held in memory and written only outside the scan
-    version = decrypt_version(whisper_registry, ModelRef.parse("whisper-base"),
-                              roles=["openvino_encoder_model.bin", "openvino_decoder_model.xml"])
+    version = decrypt_version(
+        whisper_registry,
+        ModelRef.parse("whisper-base"),
+        roles=["openvino_encoder_model.bin", "openvino_decoder_model.xml"],
+    )
     outside = tmp_path_factory.mktemp("samples")
     for role in version.buffers:
         (outside / role).write_bytes(version.data(role))

@@ -1,0 +1,53 @@
+# `make demo` and `make test` work on a fresh machine: they build .venv and install what they need.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: demo test lint typecheck unit bench system-deps redis clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# torch first, pinned: a bare `torch` pulls a CUDA build of several GB (../shared/OFFLINE.md)
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[export,dev]'
+	touch $(STAMP)
+
+system-deps:
+	@command -v strace >/dev/null || $(SUDO) apt-get install -y -q strace || \
+		($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q strace)
+
+redis:
+	@$(BIN)/python -c "import redis; redis.Redis(host='127.0.0.1', port=6379, socket_connect_timeout=2).ping()" 2>/dev/null \
+		|| redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \
+		   --dir /var/lib/redis --logfile /var/log/redis/ci.log
+	@for i in 1 2 3 4 5 6 7 8 9 10; do \
+		$(BIN)/python -c "import redis; redis.Redis(host='127.0.0.1', port=6379).ping()" 2>/dev/null && exit 0; sleep 1; \
+	done; echo "Redis is not answering on 127.0.0.1:6379" >&2; exit 1
+
+demo: $(STAMP)
+	$(BIN)/ovbatch demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+# mypy checks the package as installed (cli/, tasks/, workers/ mapped into ovbatch/), not the folders
+typecheck: $(STAMP)
+	rm -rf .cache/typecheck
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation --target .cache/typecheck .
+	$(BIN)/mypy .cache/typecheck/ovbatch
+
+unit: $(STAMP) system-deps redis
+	$(BIN)/pytest -q
+
+test: lint typecheck unit
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/crypto_throughput.py
+	$(BIN)/python benchmarks/cold_load.py
+
+clean:
+	rm -rf build dist .cache/typecheck *.egg-info
