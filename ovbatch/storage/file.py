@@ -15,8 +15,8 @@ from ovbatch.storage.base import ObjectStore, validate_key
 
 class FileStore(ObjectStore):
     def __init__(self, root: Path):
-        self.root = root
-        self.url = root.as_uri()
+        self.root = root.absolute()
+        self.url = self.root.as_uri()
 
     def _path(self, key: str) -> Path:
         return self.root / validate_key(key)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,12 +28,39 @@ def open_(blob: bytes, size: int, key: bytes = KEY, ctx: FileContext = CTX) -> b
     return bytes(out)
 
 
-@pytest.mark.parametrize("size", [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 3 * CHUNK, 3 * CHUNK + 7])
+SIZES = [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 3 * CHUNK, 3 * CHUNK + 7]
+
+
+@pytest.mark.parametrize("size", SIZES)
 def test_round_trip(size: int) -> None:
     data = os.urandom(size)
     blob = seal(data)
     assert len(blob) == ciphertext_size(size, LOG2)
     assert open_(blob, size) == data
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_round_trip_from_a_memory_mapped_file(size: int, tmp_path: Path) -> None:
+    data = os.urandom(size)
+    path = tmp_path / "blob.enc"
+    path.write_bytes(seal(data))
+    out = bytearray(size)
+    with open(path, "rb") as f:
+        assert decrypt_into(KEY, CTX, f, memoryview(out)) == size
+    assert out == data
+
+
+def test_tampered_memory_mapped_file_is_caught(tmp_path: Path) -> None:
+    data = os.urandom(2 * CHUNK)
+    blob = bytearray(seal(data))
+    blob[HEADER_BYTES + CHUNK + TAG_BYTES + 3] ^= 1
+    path = tmp_path / "blob.enc"
+    path.write_bytes(bytes(blob))
+    with open(path, "rb") as f, pytest.raises(IntegrityError, match="chunk 1"):
+        decrypt_into(KEY, CTX, f, memoryview(bytearray(len(data))))
+    path.write_bytes(seal(data)[: HEADER_BYTES + CHUNK + TAG_BYTES])  # truncated at a chunk boundary
+    with open(path, "rb") as f, pytest.raises(IntegrityError, match="chunk 0"):
+        decrypt_into(KEY, CTX, f, memoryview(bytearray(CHUNK)))
 
 
 def test_ciphertext_reveals_nothing_of_the_plaintext() -> None:
