@@ -22,12 +22,15 @@ def models() -> None:
 @click.argument("source", type=click.Path(path_type=Path))
 @click.option("--name", required=True, help="Registry name, e.g. whisper-base.")
 @click.option("--version", default=None, help="Explicit version number (default: newest + 1).")
+@click.option(
+    "--task", default=None, help="optimum export task for Hugging Face folders (default: from the architecture)."
+)
 @click.pass_context
 @clean_errors
-def import_(ctx: click.Context, source: Path, name: str, version: str | None) -> None:
+def import_(ctx: click.Context, source: Path, name: str, version: str | None, task: str | None) -> None:
     """Import SOURCE (OpenVINO IR, Hugging Face or faster-whisper folder) as a new encrypted version."""
     registry = open_registry(ctx)
-    manifest = registry.import_folder(source, name, version)
+    manifest = registry.import_folder(source, name, version, task)
     size = sum(f["size"] for f in manifest["files"])
     click.echo(
         f"imported {manifest['name']}@{manifest['version']}: {manifest['kind']}, {manifest['precision']}, "

@@ -202,9 +202,7 @@ def decrypt_into(
             if size < 0 or written + size > len(out):
                 raise IntegrityError(f"{ctx}: ciphertext size does not match the manifest (tampered)")
             try:
-                aead.decrypt_into(
-                    _nonce(prefix, counter, final), current, header, out[written : written + size]
-                )
+                aead.decrypt_into(_nonce(prefix, counter, final), current, header, out[written : written + size])
             except InvalidTag:
                 raise IntegrityError(
                     f"{ctx}: authentication failed at chunk {counter} (tampered, truncated, "

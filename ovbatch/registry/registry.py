@@ -98,13 +98,15 @@ class Registry:
             except ObjectExists:
                 candidate += 1
 
-    def import_folder(self, path: Path, name: str, version: str | None = None) -> dict[str, Any]:
+    def import_folder(
+        self, path: Path, name: str, version: str | None = None, task: str | None = None
+    ) -> dict[str, Any]:
         """Import a model folder as a new encrypted version; return its manifest."""
         refs.check_name(name)
         if version is not None:
             version = refs.check_version(version)
         self.keyring.active_key()  # fail on a missing key before exporting anything
-        with sources.prepare(path) as prepared:
+        with sources.prepare(path, task) as prepared:
             version = self._reserve(name, version)
             try:
                 manifest = self._encrypt_version(prepared, name, version)

@@ -25,7 +25,20 @@ from ovbatch.errors import CorruptModelError, InputError, NotAModelError
 from ovbatch.registry import ct2
 
 HF_WEIGHTS = ("*.safetensors", "pytorch_model*.bin", "model.safetensors.index.json")
-TASKS = {"whisper": "automatic-speech-recognition-with-past"}
+# optimum cannot infer the task of a local folder; the architecture name tells it (first match wins)
+ARCHITECTURE_TASKS = (
+    ("WhisperForConditionalGeneration", "automatic-speech-recognition-with-past"),
+    ("ForCausalLM", "text-generation-with-past"),
+    ("LMHeadModel", "text-generation-with-past"),
+    ("ForSpeechSeq2Seq", "automatic-speech-recognition-with-past"),
+    ("ForConditionalGeneration", "text2text-generation-with-past"),
+    ("ForSeq2SeqLM", "text2text-generation-with-past"),
+    ("ForSequenceClassification", "text-classification"),
+    ("ForTokenClassification", "token-classification"),
+    ("ForQuestionAnswering", "question-answering"),
+    ("ForMaskedLM", "fill-mask"),
+    ("ForImageClassification", "image-classification"),
+)
 
 
 @dataclass(frozen=True)
@@ -99,7 +112,18 @@ def check_ir(folder: Path) -> None:
             raise CorruptModelError(f"{xml}: OpenVINO cannot read this IR: {str(exc).splitlines()[0]}") from exc
 
 
-def _export_hf(folder: Path, out: Path, kind: str) -> None:
+def infer_task(folder: Path) -> str:
+    """The optimum export task for a Hugging Face folder."""
+    if (folder / "model_index.json").is_file():
+        return "text-to-image"
+    architectures = _json(folder / "config.json").get("architectures") or []
+    for suffix, task in ARCHITECTURE_TASKS:
+        if any(str(a).endswith(suffix) for a in architectures):
+            return task
+    return "feature-extraction"
+
+
+def _export_hf(folder: Path, out: Path, task: str | None) -> None:
     try:
         from optimum.exporters.openvino import main_export
     except ImportError as exc:
@@ -107,7 +131,7 @@ def _export_hf(folder: Path, out: Path, kind: str) -> None:
             f"{folder} is a Hugging Face model; exporting it needs the export extra: "
             f"pip install 'ovbatch[export]' ({exc})"
         ) from exc
-    task = TASKS.get(kind, "auto")
+    task = task or infer_task(folder)
     try:
         with warnings.catch_warnings():
             # torch's tracer warns about every Python branch in the model; none is actionable here
@@ -148,7 +172,7 @@ def _quiet_exporters() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def prepare(path: Path) -> Iterator[PreparedModel]:
+def prepare(path: Path, task: str | None = None) -> Iterator[PreparedModel]:
     """Yield the source as an IR folder; exported copies live in a temp dir removed afterwards."""
     if not path.exists():
         raise InputError(f"{path} does not exist")
@@ -178,9 +202,10 @@ def prepare(path: Path) -> Iterator[PreparedModel]:
                 hf, source_type = work / "hf", "ctranslate2-whisper"
                 ct2.rebuild_hf_whisper(folder, hf)
             ir = work / "ir"
-            _export_hf(hf, ir, detect_kind(hf))
+            _export_hf(hf, ir, task)
         if not _ir_pairs(ir):
             raise CorruptModelError(f"{folder}: export produced no OpenVINO model")
-        yield PreparedModel(ir, {"type": source_type, "path": str(folder)}, detect_kind(ir), detect_precision(ir))
+        source = {"type": source_type, "path": str(folder), "task": task or infer_task(hf)}
+        yield PreparedModel(ir, source, detect_kind(ir), detect_precision(ir))
     finally:
         shutil.rmtree(work, ignore_errors=True)
