@@ -15,9 +15,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[export,dev]'
 	touch $(STAMP)
 
+# strace proves no plaintext is written; espeak-ng + sox make test speech
+SYSTEM_TOOLS := strace espeak-ng sox
 system-deps:
-	@command -v strace >/dev/null || $(SUDO) apt-get install -y -q strace || \
-		($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q strace)
+	@missing=""; for t in $(SYSTEM_TOOLS); do command -v $$t >/dev/null || missing="$$missing $$t"; done; \
+	if [ -n "$$missing" ]; then \
+		$(SUDO) apt-get install -y -q $$missing || ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q $$missing); \
+	fi
 
 redis:
 	@$(BIN)/python -c "import redis; redis.Redis(host='127.0.0.1', port=6379, socket_connect_timeout=2).ping()" 2>/dev/null \

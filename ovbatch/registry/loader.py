@@ -60,10 +60,14 @@ class DecryptedVersion:
         """The OpenVINO models of this version: every ``X.xml`` with an ``X.bin`` beside it."""
         return sorted(r for r in self.buffers if r.endswith(".xml") and r[:-4] + ".bin" in self.buffers)
 
-    def read_model(self, core: Any, xml_role: str) -> Any:
+    def weights_tensor(self, xml_role: str) -> Any:
+        """The model's decrypted weights as an ``ov.Tensor`` over the same memory (no copy)."""
         import openvino as ov
 
-        weights = ov.Tensor(self.buffers[xml_role[:-4] + ".bin"], shared_memory=True)
+        return ov.Tensor(self.buffers[xml_role[:-4] + ".bin"], shared_memory=True)
+
+    def read_model(self, core: Any, xml_role: str) -> Any:
+        weights = self.weights_tensor(xml_role)
         try:
             return core.read_model(self.text(xml_role), weights)
         except Exception as exc:

@@ -71,6 +71,18 @@ def test_decrypted_model_runs_and_matches_the_source(registry: Registry, tiny_ir
     np.testing.assert_array_equal(got, want)
 
 
+def test_weights_tensor_wraps_the_decrypted_buffer_without_a_copy(registry: Registry, tiny_ir: Path) -> None:
+    import numpy as np
+
+    registry.import_folder(tiny_ir, "tiny")
+    version = decrypt_version(registry, ModelRef.parse("tiny"))
+    tensor = version.weights_tensor("openvino_model.xml")
+    assert np.shares_memory(tensor.data, version.buffers["openvino_model.bin"])
+    assert bytes(version.data("openvino_model.bin")) == (tiny_ir / "openvino_model.bin").read_bytes()
+    version.wipe()
+    assert not np.asarray(tensor.data).any(), "wipe must zero the memory OpenVINO was given"
+
+
 def test_verify_reports_timings(registry: Registry, tiny_ir: Path) -> None:
     registry.import_folder(tiny_ir, "tiny")
     report = verify(registry, ModelRef.parse("tiny"), "CPU")

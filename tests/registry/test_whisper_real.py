@@ -75,3 +75,38 @@ def test_real_whisper_verify_leaves_no_plaintext(
         verify_under_strace(work, whisper_registry, "whisper-base@1", outside)
     finally:
         shutil.rmtree(outside)
+
+
+def test_decrypted_openvino_encoder_matches_pytorch(
+    whisper_registry: Registry, whisper_base_ct2: Path, tmp_path: Path
+) -> None:
+    """The encrypted, exported encoder computes what the rebuilt PyTorch Whisper computes."""
+    import numpy as np
+    import torch
+    from transformers import WhisperForConditionalGeneration, WhisperProcessor
+
+    from ovbatch.ov import make_core
+    from ovbatch.registry.ct2 import rebuild_hf_whisper
+    from ovbatch.registry.loader import decrypt_version
+    from tests.registry.test_ct2 import QUILTER, espeak_clip
+
+    rebuild_hf_whisper(whisper_base_ct2, tmp_path / "hf")
+    processor = WhisperProcessor.from_pretrained(tmp_path / "hf")
+    features = processor(espeak_clip(tmp_path / "q.wav", QUILTER), sampling_rate=16000, return_tensors="np")
+    mel = features.input_features.astype(np.float32)
+    model = WhisperForConditionalGeneration.from_pretrained(tmp_path / "hf").eval()
+    with torch.no_grad():
+        want = model.model.encoder(torch.from_numpy(mel)).last_hidden_state.numpy()
+    version = decrypt_version(
+        whisper_registry,
+        ModelRef.parse("whisper-base"),
+        roles=["openvino_encoder_model.xml", "openvino_encoder_model.bin"],
+    )
+    core = make_core()
+    encoder = core.compile_model(
+        version.read_model(core, "openvino_encoder_model.xml"), "CPU", {"INFERENCE_PRECISION_HINT": "f32"}
+    )
+    got = encoder(mel)[0]
+    assert got.shape == want.shape
+    err = float(np.abs(got - want).max() / np.abs(want).max())
+    assert err < 1e-3, f"OpenVINO encoder differs from PyTorch by {err:.2e} (relative to max)"
