@@ -6,10 +6,12 @@ import click
 
 from ovbatch import __version__
 
+from . import batch
 from .demo import demo
 from .helpers import clean_errors, settings_of
 from .keys import keys
 from .models import models
+from .workers import worker, workers
 
 
 @click.group()
@@ -30,6 +32,9 @@ def config(ctx: click.Context) -> None:
 cli.add_command(demo)
 cli.add_command(keys)
 cli.add_command(models)
+cli.add_command(worker)
+cli.add_command(workers)
+batch.add_to(cli)
 
 
 def main() -> None:

@@ -73,3 +73,11 @@ class VersionExists(RegistryError):
 
 class DeviceError(OvbatchError):
     """Raised when an OpenVINO device is not available or a model cannot compile on it."""
+
+
+class BadAudioError(InputError):
+    """Raised when an audio file is empty, corrupt, not audio, too long or in a format nothing here decodes."""
+
+
+class BadInputError(InputError):
+    """Raised when a batch input cannot be used: a missing path, an empty glob, an unsafe or unreadable archive."""

@@ -29,6 +29,19 @@ def _mask_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
+def _number(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number") from None
+    if value <= 0:
+        raise ConfigError(f"{name}={raw!r} must be positive")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     """Effective configuration. Units are in the names."""
@@ -39,6 +52,13 @@ class Settings:
     s3_endpoint_url: str | None = None
     # AWS credentials stay in the environment that boto3 reads itself; we only note their presence.
     aws_credentials_set: bool = False
+    # The longest job must finish well inside the visibility timeout: Redis redelivers any message
+    # unacknowledged for longer, even while its first worker is still running it.
+    visibility_timeout_s: int = 6 * 3600
+    job_time_limit_s: int = 5 * 3600
+    max_audio_duration_s: float = 4 * 3600.0
+    cache_max_models: int = 4
+    cache_max_bytes: int = 8 << 30
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, cwd: Path | None = None) -> Settings:
@@ -47,6 +67,21 @@ class Settings:
         storage_url = env.get("OVBATCH_STORAGE_URL") or (base / "storage").resolve().as_uri()
         keyring = Path(env.get("OVBATCH_KEYRING") or base / "keyring.json").expanduser()
         broker = env.get("OVBATCH_BROKER_URL", "redis://127.0.0.1:6379/0")
+        numbers = {
+            name: _number(env, f"OVBATCH_{name.upper()}", default)
+            for name, default in (
+                ("visibility_timeout_s", cls.visibility_timeout_s),
+                ("job_time_limit_s", cls.job_time_limit_s),
+                ("max_audio_duration_s", cls.max_audio_duration_s),
+                ("cache_max_models", cls.cache_max_models),
+                ("cache_max_bytes", cls.cache_max_bytes),
+            )
+        }
+        if numbers["job_time_limit_s"] >= numbers["visibility_timeout_s"]:
+            raise ConfigError(
+                "OVBATCH_JOB_TIME_LIMIT_S must be below OVBATCH_VISIBILITY_TIMEOUT_S, or Redis redelivers "
+                "running jobs to a second worker"
+            )
         scheme = urlsplit(storage_url).scheme
         if scheme not in ("file", "s3"):
             raise ConfigError(f"OVBATCH_STORAGE_URL={storage_url!r}: scheme must be file:// or s3://")
@@ -58,6 +93,11 @@ class Settings:
             or env.get("AWS_ENDPOINT_URL_S3")
             or env.get("AWS_ENDPOINT_URL"),
             aws_credentials_set=bool(env.get("AWS_ACCESS_KEY_ID")),
+            visibility_timeout_s=int(numbers["visibility_timeout_s"]),
+            job_time_limit_s=int(numbers["job_time_limit_s"]),
+            max_audio_duration_s=float(numbers["max_audio_duration_s"]),
+            cache_max_models=int(numbers["cache_max_models"]),
+            cache_max_bytes=int(numbers["cache_max_bytes"]),
         )
 
     def masked(self) -> dict[str, str]:
@@ -68,4 +108,9 @@ class Settings:
             "broker_url": _mask_url(self.broker_url),
             "s3_endpoint_url": self.s3_endpoint_url or "(AWS default)",
             "aws_credentials": "set (hidden)" if self.aws_credentials_set else "not set",
+            "visibility_timeout_s": str(self.visibility_timeout_s),
+            "job_time_limit_s": str(self.job_time_limit_s),
+            "max_audio_duration_s": str(self.max_audio_duration_s),
+            "cache_max_models": str(self.cache_max_models),
+            "cache_max_bytes": str(self.cache_max_bytes),
         }

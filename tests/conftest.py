@@ -107,3 +107,32 @@ def whisper_base_ct2() -> Path:
     from ovbatch.samples import fetch_whisper_base
 
     return fetch_whisper_base(CACHE / "models" / "whisper-base-ct2")
+
+
+REDIS_TEST_DB = 13  # tests own this Redis database and flush it before and after each test
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    import redis
+
+    url = f"redis://127.0.0.1:6379/{REDIS_TEST_DB}"
+    client = redis.Redis.from_url(url)
+    try:
+        client.ping()
+    except redis.ConnectionError:
+        pytest.fail("Redis is not running on 127.0.0.1:6379: `make test` starts it (see Makefile `redis`)")
+    client.flushdb()
+    yield url
+    client.flushdb()
+
+
+@pytest.fixture(scope="session")
+def whisper_home(tmp_path_factory: pytest.TempPathFactory, whisper_base_ct2: Path) -> dict[str, str]:
+    """A registry holding the real Whisper base (imported once per test session) and its keyring."""
+    root = tmp_path_factory.mktemp("whisper-home")
+    ring = Keyring(root / "keyring.json")
+    ring.add_new_key()
+    ring.save()
+    Registry(FileStore(root / "storage"), ring).import_folder(whisper_base_ct2, "whisper-base")
+    return {"OVBATCH_STORAGE_URL": (root / "storage").as_uri(), "OVBATCH_KEYRING": str(ring.path)}

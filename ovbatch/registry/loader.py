@@ -146,6 +146,7 @@ def load_and_compile(
     device: str,
     timings: Timings | None = None,
     check_digests: bool = False,
+    config: dict[str, Any] | None = None,
 ) -> tuple[DecryptedVersion, dict[str, Any]]:
     """Decrypt every file and compile every OpenVINO model of ``ref``, pipelined.
 
@@ -172,7 +173,7 @@ def load_and_compile(
                 model = version.read_model(core, xml)
                 t1 = time.perf_counter()
                 try:
-                    compiled[xml] = core.compile_model(model, device)
+                    compiled[xml] = core.compile_model(model, device, config or {})
                 except Exception as exc:
                     raise CorruptModelError(
                         f"{version.ref} file {xml!r} does not compile on {device}: {str(exc).splitlines()[0]}"

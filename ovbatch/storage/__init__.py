@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import BinaryIO
 from urllib.parse import unquote, urlsplit
 
 from ovbatch.errors import ConfigError
@@ -32,3 +33,17 @@ def _file_store(root: Path) -> ObjectStore:
 
 
 __all__ = ["ObjectStore", "open_store"]
+
+
+def split_url(url: str) -> tuple[str, str]:
+    """``s3://bucket/a/b.wav`` -> (``s3://bucket/a/``, ``b.wav``): the store holding an object, and its key."""
+    head, _, name = url.rstrip("/").rpartition("/")
+    if not name or "://" not in head + "/":
+        raise ConfigError(f"{url!r} does not name an object")
+    return head + "/", name
+
+
+def open_object(url: str, *, s3_endpoint_url: str | None = None) -> BinaryIO:
+    """A readable stream over the object at ``url`` (``file://`` or ``s3://``)."""
+    root, key = split_url(url)
+    return open_store(root, s3_endpoint_url=s3_endpoint_url).open(key)

@@ -1,0 +1,531 @@
+"""The inputs of a batch: files, folders, globs, zip/tar archives, ``s3://`` prefixes and manifests.
+
+``enumerate_inputs(sources)`` turns what the user named into ``InputItem``s (opened lazily, read as
+streams) and ``InputProblem``s (a missing path, a glob that matched nothing, an unsafe archive member,
+a bad manifest line): a bad input never stops the others from being listed.
+
+What each source gives, and the ``relpath`` that outputs mirror:
+
+* a file: itself, whatever its type (it fails later, alone, if it is not audio); relpath = its name.
+* a folder: its audio files, recursively; relpath = the path inside the folder (``calls/2024/a.wav``).
+* a glob (``data/*/a.wav``, ``**`` allowed): the audio files, folders and archives it matches;
+  relpath = the path below the glob's literal part (``data``).
+* ``x.zip``, ``x.tar``, ``x.tar.gz``/``.tgz`` (also ``.tar.bz2``, ``.tar.xz``): the audio members,
+  streamed from the archive, never extracted; relpath = ``x.zip/<member path>`` (the archive's full
+  name, so ``talks.zip`` and a folder ``talks`` cannot collide); display = ``x.zip::<member path>``.
+* ``s3://bucket/prefix``: the audio objects under the prefix; relpath = the key below the prefix;
+  display = the object's URL. ``s3://bucket/key`` naming one object gives that object.
+* ``@list.txt``: a manifest, one source per line (any of the above, ``@`` included); blank lines
+  and lines starting with ``#`` are ignored; relative paths are relative to the manifest's folder,
+  and a relative file path keeps that path as its relpath. Only the ``@`` marks a manifest: a
+  ``.txt`` named without it is an ordinary file.
+
+Folders, archives and prefixes give only files with an audio extension (``AUDIO_EXTENSIONS``) and
+skip macOS ``._*`` / ``__MACOSX`` companions. A source listed twice is listed once; two sources
+with the same relpath are a problem for the second. Archive members are checked before anything is
+read: a member path that is absolute or climbs out with ``..``, a member over
+``max_member_bytes``, or one that decompresses more than ``max_ratio`` times its stored size is a
+problem for that member alone; an archive whose audio adds up to more than ``max_total_bytes`` (or,
+for a compressed tar, whose listing alone would decompress more) is a problem for the archive.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import hashlib
+import io
+import lzma
+import os
+import tarfile
+import threading
+import zipfile
+import zlib
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path, PurePosixPath
+from typing import Any, BinaryIO, NamedTuple, cast
+from urllib.parse import unquote, urlsplit
+
+from ovbatch.errors import BadInputError, OvbatchError
+from ovbatch.storage import ObjectStore, open_store
+
+AUDIO_EXTENSIONS = frozenset(
+    ["wav", "flac", "ogg", "oga", "opus", "mp3", "m4a", "aac", "wma", "webm", "mp4", "mkv", "aiff", "aif", "au", "caf"]
+)  # fmt: skip
+ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
+MANIFEST_MARK = "@"
+DIGEST_CHUNK_BYTES = 1 << 20
+_ARCHIVE_ERRORS = (OSError, EOFError, zipfile.BadZipFile, tarfile.TarError, zlib.error, lzma.LZMAError)
+
+
+@dataclass(frozen=True)
+class InputItem:
+    relpath: str  # the path outputs mirror, always a safe relative posix path
+    display: str  # what to show the user: the path, ``x.zip::member`` or the object's URL
+    open: Callable[[], BinaryIO]  # a fresh stream over the bytes, each call
+    size_bytes: int | None  # None where listing does not tell (S3)
+
+
+@dataclass(frozen=True)
+class InputProblem:
+    display: str
+    reason: str
+
+
+class Inputs(NamedTuple):
+    items: list[InputItem]
+    problems: list[InputProblem]
+
+
+@dataclass(frozen=True)
+class ArchiveLimits:
+    max_member_bytes: int = 4 << 30  # ~6 h of 48 kHz 16-bit stereo wav
+    max_total_bytes: int = 64 << 30
+    max_ratio: float = 100.0  # uncompressed / stored; audio barely compresses, bombs do ~1000:1
+    ratio_min_bytes: int = 16 << 20  # smaller members may compress as well as they like
+    max_members: int = 100_000
+
+
+def enumerate_inputs(
+    sources: Iterable[str], *, s3_endpoint_url: str | None = None, limits: ArchiveLimits | None = None
+) -> Inputs:
+    """Every item and every problem in ``sources``, in order; see the module docstring."""
+    collector = _Collector(limits or ArchiveLimits(), s3_endpoint_url)
+    for source in sources:
+        collector.add(source, Path.cwd(), manifest=None)
+    return Inputs(collector.items, collector.problems)
+
+
+def content_digest(stream: BinaryIO) -> tuple[str, int]:
+    """(sha256 hex, size in bytes) of the rest of ``stream``, read 1 MiB at a time."""
+    sha = hashlib.sha256()
+    size = 0
+    while chunk := stream.read(DIGEST_CHUNK_BYTES):
+        sha.update(chunk)
+        size += len(chunk)
+    return sha.hexdigest(), size
+
+
+def content_key(digest: str) -> str:
+    return f"inputs/sha256/{digest[:2]}/{digest}"
+
+
+def upload_content_addressed(store: ObjectStore, item: InputItem) -> str:
+    """Store the item's bytes once under ``inputs/sha256/<aa>/<digest>``; return that key.
+
+    Reads the item twice (digest, then upload) so nothing is spooled; the upload is skipped when
+    the key exists, and aborted, leaving nothing behind, if the bytes changed in between.
+    """
+    with item.open() as stream:
+        digest, size = content_digest(stream)
+    key = content_key(digest)
+    if not store.exists(key):
+        with item.open() as stream:
+            store.put_stream(key, _verified_chunks(stream, digest, size, item.display))
+    return key
+
+
+def _verified_chunks(stream: BinaryIO, digest: str, size: int, display: str) -> Iterator[bytes]:
+    sha = hashlib.sha256()
+    seen = 0
+    while chunk := stream.read(DIGEST_CHUNK_BYTES):
+        sha.update(chunk)
+        seen += len(chunk)
+        yield chunk
+    if (sha.hexdigest(), seen) != (digest, size):  # raising before the end aborts the atomic write
+        raise OvbatchError(f"{display} changed while it was being uploaded; submit it again")
+
+
+# --- the collector -----------------------------------------------------------------------------
+
+
+def _is_audio(name: str) -> bool:
+    base = PurePosixPath(name).name
+    if base.startswith("._") or "__MACOSX/" in name:
+        return False
+    return PurePosixPath(base).suffix.lower().lstrip(".") in AUDIO_EXTENSIONS
+
+
+def _is_archive(name: str) -> bool:
+    return name.lower().endswith(ARCHIVE_SUFFIXES)
+
+
+def _has_magic(text: str) -> bool:
+    return glob.has_magic(text)
+
+
+@dataclass
+class _Collector:
+    limits: ArchiveLimits
+    s3_endpoint_url: str | None
+    items: list[InputItem] = field(default_factory=list)
+    problems: list[InputProblem] = field(default_factory=list)
+    _sources: set[str] = field(default_factory=set)  # identities listed so far
+    _relpaths: dict[str, str] = field(default_factory=dict)  # relpath -> display of its owner
+    _manifests: list[Path] = field(default_factory=list)  # open manifests, to refuse cycles
+
+    def problem(self, display: str, reason: str) -> None:
+        self.problems.append(InputProblem(display, reason))
+
+    @contextlib.contextmanager
+    def guard(self, display: str, where: str = "") -> Iterator[None]:
+        """Whatever goes wrong inside becomes a problem for ``display``; the enumeration goes on."""
+        try:
+            yield
+        except (OvbatchError, *_ARCHIVE_ERRORS) as exc:
+            reason = str(exc) if isinstance(exc, OvbatchError) else f"cannot read: {exc}"
+            self.problem(display, f"{reason}{where}")
+        except ValueError as exc:  # a NUL byte or unencodable character in a path
+            self.problem(display, f"{display}: not a usable path ({exc}){where}")
+
+    def item(self, identity: str, relpath: str, display: str, opener: Callable[[], BinaryIO], size: int | None) -> None:
+        if identity in self._sources:
+            return
+        owner = self._relpaths.get(relpath)
+        if owner is not None:
+            self.problem(display, f"{display}: its output path {relpath} is already taken by {owner}; rename one")
+            return
+        self._sources.add(identity)
+        self._relpaths[relpath] = display
+        self.items.append(InputItem(relpath, display, opener, size))
+
+    def add(self, source: str, base: Path, manifest: str | None) -> None:
+        """One source: from the command line (``manifest`` None) or a manifest line."""
+        where = f" ({manifest})" if manifest else ""
+        with self.guard(source, where):
+            if source.startswith(MANIFEST_MARK):
+                self.add_manifest(base / Path(source[1:]).expanduser(), source[1:])
+            elif "://" in source:
+                self.add_url(source)
+            else:
+                self.add_path(source, base, keep_relpath=manifest is not None)
+
+    def add_path(self, source: str, base: Path, keep_relpath: bool) -> None:
+        path = base / Path(source).expanduser()
+        if path.is_dir():
+            self.add_dir(path, source, "")
+        elif path.is_file():
+            name = _safe_relpath(source) if keep_relpath and not Path(source).is_absolute() else None
+            self.add_file(path, source, name or path.name)
+        elif _has_magic(source):
+            self.add_glob(source, base)
+        elif path.exists() or path.is_symlink():
+            raise BadInputError(f"{source}: not a file or folder (a broken link, a device or a socket)")
+        else:
+            raise BadInputError(f"{source}: no such file or folder")
+
+    def add_file(self, path: Path, display: str, relpath: str) -> None:
+        if _is_archive(path.name):
+            self.add_archive(path, display, relpath)
+            return
+        self.item(str(path.resolve()), relpath, display, partial(_open_file, path), path.stat().st_size)
+
+    def add_dir(self, top: Path, display: str, rel_prefix: str, report_empty: bool = True) -> None:
+        found = 0
+        for path, rel in _walk_audio(top, lambda exc: self.problem(display, f"cannot list: {exc}")):
+            found += 1
+            shown = os.path.join(display, rel)
+            with self.guard(shown):
+                self.item(str(path.resolve()), rel_prefix + rel, shown, partial(_open_file, path), path.stat().st_size)
+        if not found and report_empty:
+            self.problem(display, f"{display}: no audio files in this folder (looked for {_extensions()})")
+
+    def add_glob(self, pattern: str, base: Path) -> None:
+        literal = _literal_base(pattern)
+        root = base / literal
+        matches = sorted(glob.glob(str(base / pattern), recursive=True))
+        if not matches:
+            raise BadInputError(f"{pattern}: matched nothing")
+        before = len(self.items)
+        for match in matches:
+            path = Path(match)
+            rel = path.relative_to(root).as_posix() if path.is_relative_to(root) else path.name
+            if "__MACOSX" in Path(rel).parts:
+                continue
+            display = os.path.join(literal, rel) if literal and rel != "." else literal or rel
+            with self.guard(display):
+                if path.is_dir():  # a folder matched by ``**`` alone is no problem when empty
+                    self.add_dir(path, display, f"{rel}/" if rel != "." else "", report_empty=False)
+                elif _is_archive(path.name):
+                    self.add_archive(path, display, rel)
+                elif _is_audio(path.name):
+                    self.add_file(path, display, rel)
+        if len(self.items) == before:
+            self.problem(pattern, f"{pattern}: matched {len(matches)} paths but no audio files ({_extensions()})")
+
+    def add_manifest(self, path: Path, display: str) -> None:
+        resolved = path.resolve()
+        if resolved in self._manifests:
+            raise BadInputError(f"@{display}: manifest includes itself")
+        try:
+            text = path.read_text(encoding="utf-8-sig")
+        except FileNotFoundError:
+            raise BadInputError(f"@{display}: no such manifest file") from None
+        except UnicodeDecodeError as exc:
+            raise BadInputError(f"@{display}: manifest is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        self._manifests.append(resolved)
+        try:
+            for number, line in enumerate(text.splitlines(), 1):
+                entry = line.strip()
+                if entry and not entry.startswith("#"):
+                    self.add(entry, resolved.parent, manifest=f"@{display} line {number}")
+        finally:
+            self._manifests.pop()
+
+    def add_url(self, url: str) -> None:
+        parts = urlsplit(url)
+        if parts.scheme == "s3":
+            self.add_s3(url)
+        elif parts.scheme == "file" and parts.netloc in ("", "localhost"):
+            self.add_path(unquote(parts.path), Path("/"), keep_relpath=False)
+        else:
+            raise BadInputError(f"{url}: unsupported URL; use a local path, file:///path or s3://bucket/prefix")
+
+    def add_s3(self, url: str) -> None:
+        parts = urlsplit(url)
+        if not parts.netloc:
+            raise BadInputError(f"{url}: name a bucket, as in s3://bucket/prefix")
+        prefix = parts.path.strip("/")
+        store = open_store(f"s3://{parts.netloc}/{prefix}", s3_endpoint_url=self.s3_endpoint_url)
+        keys = list(store.list())
+        if not keys and prefix:
+            self.add_s3_object(parts.netloc, prefix)
+            return
+        audio = [key for key in keys if _is_audio(key)]
+        if not audio:
+            found = f"{len(keys)} objects but no audio files" if keys else "nothing"
+            raise BadInputError(f"{url}: found {found} under this prefix (looked for {_extensions()})")
+        for key in audio:
+            display = store.url + key
+            relpath = _safe_relpath(key)
+            if relpath is None:
+                self.problem(display, f"{display}: the key is not a safe relative path ('..' parts)")
+                continue
+            self.item(display, relpath, display, partial(store.open, key), None)
+
+    def add_s3_object(self, bucket: str, key: str) -> None:
+        parent, _, name = key.rpartition("/")
+        store = open_store(f"s3://{bucket}/{parent}", s3_endpoint_url=self.s3_endpoint_url)
+        display = store.url + name
+        if not store.exists(name):
+            raise BadInputError(f"{display}: no such object, and no objects under it as a prefix")
+        if _is_archive(name):
+            raise BadInputError(f"{display}: archives are read from local disk only; download it first")
+        self.item(display, name, display, partial(store.open, name), store.size(name))
+
+    def add_archive(self, path: Path, display: str, relname: str) -> None:
+        members = _list_zip(path, self.limits) if path.name.lower().endswith(".zip") else _list_tar(path, self.limits)
+        identity = str(path.resolve())
+        for member in members:
+            member_display = f"{display}::{member.name}"
+            if member.open is None:
+                self.problem(member_display, f"{member_display}: {member.problem}")
+            else:
+                relpath = f"{relname}/{member.name}"
+                self.item(f"{identity}::{member.name}", relpath, member_display, member.open, member.size)
+
+
+# --- helpers for paths -------------------------------------------------------------------------
+
+
+def _extensions() -> str:
+    return ", ".join(sorted(AUDIO_EXTENSIONS))
+
+
+def _size_text(size_bytes: int) -> str:
+    for unit, name in ((1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")):
+        if size_bytes >= unit:
+            return f"{size_bytes / unit:.1f} {name}"
+    return f"{size_bytes} bytes"
+
+
+def _safe_relpath(name: str) -> str | None:
+    """``name`` as a normalised relative posix path, or None if absolute or climbing out."""
+    unified = name.replace("\\", "/")
+    if unified.startswith("/") or (len(unified) > 1 and unified[1] == ":"):
+        return None
+    parts = [p for p in unified.split("/") if p not in ("", ".")]
+    if not parts or ".." in parts:
+        return None
+    return "/".join(parts)
+
+
+def _literal_base(pattern: str) -> str:
+    """The leading folders of a glob pattern that hold no wildcard: ``data/*/a.wav`` -> ``data``."""
+    parts = Path(pattern).parts
+    literal: list[str] = []
+    for part in parts[:-1]:
+        if _has_magic(part):
+            break
+        literal.append(part)
+    return str(Path(*literal)) if literal else ""
+
+
+def _walk_audio(top: Path, on_error: Callable[[OSError], None]) -> Iterator[tuple[Path, str]]:
+    """(path, posix path relative to ``top``) of each audio file below ``top``, sorted."""
+    for folder, dirs, files in os.walk(top, onerror=on_error):
+        dirs.sort()
+        dirs[:] = [d for d in dirs if d != "__MACOSX"]
+        for name in sorted(files):
+            if _is_audio(name):
+                path = Path(folder) / name
+                yield path, path.relative_to(top).as_posix()
+
+
+# --- archives ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Member:
+    name: str  # the safe relative path, or the raw name when ``problem`` is set
+    size: int
+    open: Callable[[], BinaryIO] | None  # None when ``problem`` is set
+    problem: str | None = None
+
+
+def _open_file(path: Path) -> BinaryIO:
+    return open(path, "rb")
+
+
+def _member_problem(name: str, size: int, stored: int | None, limits: ArchiveLimits) -> str | None:
+    if _safe_relpath(name) is None:
+        return "unsafe member path (absolute, or with '..' parts); it is skipped"
+    if size > limits.max_member_bytes:
+        return f"member is {_size_text(size)}, over the limit of {_size_text(limits.max_member_bytes)}"
+    if stored is not None and size > limits.ratio_min_bytes and size > limits.max_ratio * max(stored, 1):
+        return f"member expands {size / max(stored, 1):.0f} times ({stored} -> {size} bytes): a decompression bomb?"
+    return None
+
+
+def _check_total(total: int, count: int, path: Path, limits: ArchiveLimits) -> None:
+    if count > limits.max_members:
+        raise BadInputError(f"{path.name}: over {limits.max_members} members; split the archive")
+    if total > limits.max_total_bytes:
+        limit = _size_text(limits.max_total_bytes)
+        raise BadInputError(f"{path.name}: its members add up to more than {limit}; split the archive")
+
+
+def _list_zip(path: Path, limits: ArchiveLimits) -> list[_Member]:
+    archive = zipfile.ZipFile(path)  # kept open: members are read through it, from any thread
+    try:
+        return _zip_members(archive, path, limits)
+    except BaseException:
+        archive.close()
+        raise
+
+
+def _zip_members(archive: zipfile.ZipFile, path: Path, limits: ArchiveLimits) -> list[_Member]:
+    _check_total(0, len(archive.infolist()), path, limits)
+    members, total = [], 0
+    for info in archive.infolist():
+        if info.is_dir() or not _is_audio(info.filename):
+            continue
+        problem = _member_problem(info.filename, info.file_size, info.compress_size, limits)
+        if not problem and info.flag_bits & 0x1:
+            problem = "member is encrypted"
+        if problem:
+            members.append(_Member(info.filename, info.file_size, None, problem))
+            continue
+        total += info.file_size
+        _check_total(total, 0, path, limits)
+        name = cast(str, _safe_relpath(info.filename))
+        members.append(_Member(name, info.file_size, partial(_open_zip_member, archive, info)))
+    return members
+
+
+def _open_zip_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> BinaryIO:
+    return cast(BinaryIO, archive.open(info))
+
+
+def _list_tar(path: Path, limits: ArchiveLimits) -> list[_Member]:
+    compressed = not path.name.lower().endswith(".tar")
+    opener = _TarOpener(path)
+    members, total, scanned, count = [], 0, 0, 0
+    with tarfile.open(path) as archive:
+        while (info := archive.next()) is not None:
+            count += 1
+            scanned += info.size if compressed else 0  # listing decompresses every member
+            _check_total(max(total, scanned), count, path, limits)
+            if info.isdir() or not _is_audio(info.name):
+                continue
+            problem = _member_problem(info.name, info.size, None, limits)
+            if not problem and not info.isfile():
+                problem = "member is a link or a special file, not a regular file"
+            if problem:
+                members.append(_Member(info.name, info.size, None, problem))
+                continue
+            total += info.size
+            _check_total(total, count, path, limits)
+            members.append(_Member(cast(str, _safe_relpath(info.name)), info.size, partial(opener.open, info)))
+    stored = path.stat().st_size
+    if compressed and total > limits.ratio_min_bytes and total > limits.max_ratio * max(stored, 1):
+        raise BadInputError(f"{path.name}: expands {total / max(stored, 1):.0f} times: a decompression bomb?")
+    return members
+
+
+class _TarOpener:
+    """Opens members of one tar; keeps one handle, so reading members in order decompresses once."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._idle: tarfile.TarFile | None = None
+        self._lock = threading.Lock()
+
+    def open(self, info: tarfile.TarInfo) -> BinaryIO:
+        with self._lock:
+            archive, self._idle = self._idle, None
+        archive = archive or tarfile.open(self.path)  # noqa: SIM115  # closed by _release
+        try:
+            stream = archive.extractfile(info)
+        except BaseException:
+            archive.close()
+            raise
+        if stream is None:
+            archive.close()
+            raise BadInputError(f"{self.path.name}::{info.name}: not a regular file")
+        return cast(BinaryIO, _OnClose(stream, lambda: self._release(archive)))
+
+    def _release(self, archive: tarfile.TarFile) -> None:
+        with self._lock:
+            if self._idle is None:
+                self._idle = archive
+                return
+        archive.close()
+
+    def __del__(self) -> None:
+        if self._idle is not None:
+            self._idle.close()
+
+
+class _OnClose(io.RawIOBase):
+    """A read-only view of ``inner`` that calls ``on_close`` once when closed."""
+
+    def __init__(self, inner: Any, on_close: Callable[[], None]):
+        self._inner = inner
+        self._on_close: Callable[[], None] | None = on_close
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return bool(self._inner.seekable())
+
+    def readinto(self, buffer: Any) -> int:
+        data = self._inner.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        return int(self._inner.seek(offset, whence))
+
+    def tell(self) -> int:
+        return int(self._inner.tell())
+
+    def close(self) -> None:
+        if self._on_close is not None:
+            self._inner.close()
+            self._on_close()
+            self._on_close = None
+        super().close()

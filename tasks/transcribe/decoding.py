@@ -1,0 +1,113 @@
+"""Greedy / sampled decoding of a batch of 30 s windows on the stateful OpenVINO Whisper decoder.
+
+The decoder (optimum-intel ``automatic-speech-recognition-with-past``, stateful) keeps the self-
+and cross-attention caches in its state: the first call takes the encoder output and the prompt,
+every later call one token per row. Rows stay in place for the whole call (the CPU plugin cannot
+drop rows of its cache), so a row that has finished is fed ``<|endoftext|>`` until all are done.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ovbatch.tasks.transcribe.rules import LogitRules, RowHistory, log_softmax
+from ovbatch.tasks.transcribe.tokens import SpecialTokens
+
+
+@dataclass(frozen=True)
+class DecodeResult:
+    tokens: list[int]  # sampled tokens, without the prompt and without <|endoftext|>
+    sum_logprob: float
+    no_speech_prob: float
+    temperature: float
+
+    @property
+    def avg_logprob(self) -> float:
+        return self.sum_logprob / (len(self.tokens) + 1)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    e = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+class WindowDecoder:
+    """Decodes windows of one model; reuses one infer request (not thread-safe)."""
+
+    def __init__(self, compiled_decoder: Any, specials: SpecialTokens, vocab_size: int) -> None:
+        self._request = compiled_decoder.create_infer_request()
+        self.specials = specials
+        self.rules = LogitRules(specials, vocab_size)
+        self.sample_len = min(224, specials.max_length // 2)
+        self._lang_ids = np.array(sorted(specials.languages.values()), dtype=np.int64)
+        self._lang_names = {v: k for k, v in specials.languages.items()}
+
+    def _infer(self, input_ids: np.ndarray, hidden: np.ndarray) -> np.ndarray:
+        beam_idx = np.arange(input_ids.shape[0], dtype=np.int32)
+        self._request.infer({"input_ids": input_ids, "encoder_hidden_states": hidden, "beam_idx": beam_idx})
+        return self._request.get_output_tensor(0).data
+
+    def detect_language(self, hidden: np.ndarray) -> list[str]:
+        """Most probable language of each window (argmax over the language tokens after SOT)."""
+        self._request.reset_state()
+        sot = np.full((hidden.shape[0], 1), self.specials.sot, dtype=np.int64)
+        logits = self._infer(sot, hidden)[:, 0]
+        return [self._lang_names[int(self._lang_ids[i])] for i in logits[:, self._lang_ids].argmax(axis=-1)]
+
+    def decode(
+        self,
+        hidden: np.ndarray,
+        prompts: list[list[int]],
+        temperatures: list[float],
+        rng: np.random.Generator,
+    ) -> list[DecodeResult]:
+        """Decode each row of ``hidden`` (``(B, frames, d)``) from its prompt (all the same length)."""
+        n = hidden.shape[0]
+        self._request.reset_state()
+        first = self._infer(np.asarray(prompts, dtype=np.int64), hidden)
+        no_speech = self._no_speech_probs(first[:, 0])
+        logits = first[:, -1].copy()
+        small = np.ascontiguousarray(hidden[:, :1])  # ignored after the first call: the cache holds it
+        temps = np.asarray(temperatures, dtype=np.float32)
+        history = RowHistory(n)
+        tokens = np.zeros((n, self.sample_len), dtype=np.int64)
+        sum_logprobs = np.zeros(n, dtype=np.float64)
+        done = np.zeros(n, dtype=bool)
+        lengths = np.full(n, self.sample_len, dtype=np.int64)
+        for step in range(self.sample_len):
+            next_tokens, logprobs = self._choose(logits, history, temps, rng)
+            sum_logprobs += np.where(done, 0.0, logprobs)
+            next_tokens = np.where(done, self.specials.eot, next_tokens)
+            tokens[:, step] = next_tokens
+            finished = ~done & (next_tokens == self.specials.eot)
+            lengths[finished] = step
+            done |= finished
+            history.push(next_tokens, self.specials.timestamp_begin)
+            if done.all() or step == self.sample_len - 1:
+                break
+            logits = self._infer(next_tokens[:, None], small)[:, -1].copy()
+        return [
+            DecodeResult(tokens[i, : lengths[i]].tolist(), float(sum_logprobs[i]), float(no_speech[i]), float(temps[i]))
+            for i in range(n)
+        ]
+
+    def _no_speech_probs(self, logits_at_sot: np.ndarray) -> np.ndarray:
+        if self.specials.no_speech is None:
+            return np.zeros(logits_at_sot.shape[0])
+        return softmax(logits_at_sot.astype(np.float64))[:, self.specials.no_speech]
+
+    def _choose(
+        self, logits: np.ndarray, history: RowHistory, temps: np.ndarray, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Next token of each row (argmax at temperature 0, else sampled) and its log-probability."""
+        logits = self.rules.apply(logits, history)
+        logprobs = log_softmax(logits)
+        choice = logits.argmax(axis=-1)
+        hot = temps > 0
+        if hot.any():
+            gumbel = rng.gumbel(size=(int(hot.sum()), logits.shape[1])).astype(np.float32)
+            choice[hot] = (logits[hot] / temps[hot, None] + gumbel).argmax(axis=-1)
+        return choice, logprobs[np.arange(len(choice)), choice]

@@ -1,0 +1,221 @@
+"""Whisper transcription on OpenVINO models compiled in memory (no model file is ever written).
+
+``WhisperEngine`` cuts audio into 30 s windows, encodes them in batches, decodes them greedily in
+lockstep on the stateful decoder (several windows per decoder call), falls back to sampling at
+higher temperatures when a window's text is repetitive or improbable, drops windows that are
+silence, and turns timestamp tokens into segments. Long files are streamed: cut at quiet points
+into pieces of at most 30 s (each decoded with openai-whisper's seeking rules), so memory stays
+bounded by ``batch_size`` windows whatever the length.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from ovbatch.tasks.transcribe.decoding import DecodeResult, WindowDecoder
+from ovbatch.tasks.transcribe.features import FeatureConfig, LogMel
+from ovbatch.tasks.transcribe.segments import compression_ratio, split_window
+from ovbatch.tasks.transcribe.streaming import AudioStream, level_range_db, pieces
+from ovbatch.tasks.transcribe.tokens import Detokenizer, SpecialTokens
+from ovbatch.tasks.transcribe.types import SAMPLE_RATE, Segment, TranscribeOptions, Transcript
+
+ENCODER, DECODER, DETOKENIZER = "openvino_encoder_model.xml", "openvino_decoder_model.xml", "openvino_detokenizer.xml"
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    batch_size: int = 4  # windows per encoder / decoder call
+    piece_s: float = 30.0  # long audio is cut at the quietest point between min_piece_s and piece_s
+    min_piece_s: float = 20.0
+    temperatures: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+    compression_ratio_threshold: float = 2.4
+    logprob_threshold: float = -1.0
+    no_speech_threshold: float = 0.6
+    steady_level_db: float = 10.0  # a window whose level varies less than this is not speech ...
+    steady_no_speech: float = 0.5  # ... when Whisper's no-speech probability is above this too
+    seed: int = 0
+
+
+@dataclass
+class _File:
+    options: TranscribeOptions
+    language: str | None
+    segments: list[tuple[int, int, Segment]] = field(default_factory=list)  # (piece, order, segment)
+    samples: int = 0
+
+
+@dataclass
+class _Track:
+    """One stream being decoded window by window: a piece of a file (or a whole file)."""
+
+    file: _File
+    piece: int
+    offset: int  # samples from the start of the file
+    stream: AudioStream
+    seek: int = 0  # mel frames into the stream
+    window: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+
+    @property
+    def frames(self) -> int:
+        return -(-len(self.window) // 160)
+
+
+class WhisperEngine:
+    def __init__(
+        self, specials: SpecialTokens, features: LogMel, compiled: dict[str, Any], config: EngineConfig | None = None
+    ) -> None:
+        self.config = config or EngineConfig()
+        self.specials = specials
+        self.features = features
+        self._encoder = compiled[ENCODER].create_infer_request()
+        vocab = int(compiled[DECODER].outputs[0].get_partial_shape()[2].get_length())
+        self.decoder = WindowDecoder(compiled[DECODER], specials, vocab)
+        self.detokenizer = Detokenizer(compiled[DETOKENIZER], specials.eot, specials.timestamp_begin)
+        self._rng = np.random.default_rng(self.config.seed)
+        self._keepalive: Any = None
+
+    @classmethod
+    def from_loaded(cls, version: Any, compiled: dict[str, Any], config: EngineConfig | None = None) -> WhisperEngine:
+        """From ``load_and_compile``'s decrypted version (for the JSON files) and compiled models."""
+        specials = SpecialTokens.from_json(version.text("generation_config.json"), version.text("tokenizer.json"))
+        features = LogMel(FeatureConfig.from_json(version.text("preprocessor_config.json")))
+        if json.loads(version.text("config.json")).get("num_mel_bins", 80) != features.config.n_mels:
+            raise ValueError("config.json num_mel_bins differs from preprocessor_config.json feature_size")
+        engine = cls(specials, features, compiled, config)
+        engine._keepalive = version  # compiled models may read weights straight from its buffers
+        return engine
+
+    # public API ---------------------------------------------------------------------------------
+
+    def transcribe(self, blocks: Iterable[np.ndarray], options: TranscribeOptions) -> Transcript:
+        """Transcribe one streamed file (float32 mono 16 kHz blocks of any size)."""
+        return self.transcribe_streams([blocks], options)[0]
+
+    def transcribe_many(self, audios: list[np.ndarray], options: TranscribeOptions) -> list[Transcript]:
+        """Transcribe several files, their windows batched together."""
+        return self.transcribe_streams([[a] for a in audios], options)
+
+    def transcribe_streams(self, streams: list[Iterable[np.ndarray]], options: TranscribeOptions) -> list[Transcript]:
+        self._rng = np.random.default_rng(self.config.seed)  # the same audio gives the same text
+        files = [_File(options, options.language) for _ in streams]
+        self._run(self._tracks(files, streams))
+        return [self._transcript(f) for f in files]
+
+    # scheduling ---------------------------------------------------------------------------------
+
+    def _tracks(self, files: list[_File], streams: list[Iterable[np.ndarray]]) -> Iterator[_Track]:
+        c = self.config
+        max_len, min_len = int(c.piece_s * SAMPLE_RATE), int(c.min_piece_s * SAMPLE_RATE)
+        window = self.features.config.n_samples
+        for file, blocks in zip(files, streams, strict=True):
+            for i, (offset, audio) in enumerate(pieces(self._counted(file, blocks), max_len, min_len)):
+                yield _Track(file, i, offset, AudioStream([audio], window))
+
+    @staticmethod
+    def _counted(file: _File, blocks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        for block in blocks:
+            file.samples += len(block)
+            yield block
+
+    def _run(self, source: Iterator[_Track]) -> None:
+        active: list[_Track] = []
+        while True:
+            while len(active) < self.config.batch_size and (track := next(source, None)) is not None:
+                if len(self._load(track)):
+                    active.append(track)
+            if not active:
+                return
+            self._step(active)
+            active = [t for t in active if len(self._load(t))]
+
+    @staticmethod
+    def _load(track: _Track) -> np.ndarray:
+        track.window = track.stream.window(track.seek * 160)
+        return track.window
+
+    def _step(self, tracks: list[_Track]) -> None:
+        """One window of every active track: encode, decode (with fallback), segment, seek."""
+        hidden = self._encode([t.window for t in tracks])
+        self._detect_languages(hidden, tracks)
+        results = self._decode_with_fallback(hidden, tracks)
+        for track, result in zip(tracks, results, strict=True):
+            self._advance(track, result)
+
+    def _detect_languages(self, hidden: np.ndarray, tracks: list[_Track]) -> None:
+        """A file's language is the one detected on its earliest window in the batch (pieces come in
+        order, so that is its first window); its other pieces in the batch wait for nothing."""
+        first: dict[int, int] = {}
+        for i, track in enumerate(tracks):
+            if track.file.language is None:
+                first.setdefault(id(track.file), i)
+        rows = list(first.values())
+        if rows:
+            for i, language in zip(rows, self.decoder.detect_language(hidden[rows]), strict=True):
+                tracks[i].file.language = language
+
+    def _encode(self, windows: list[np.ndarray]) -> np.ndarray:
+        self._encoder.infer({0: self.features.batch(windows)})
+        return self._encoder.get_output_tensor(0).data.copy()
+
+    # decoding -----------------------------------------------------------------------------------
+
+    def _decode_with_fallback(self, hidden: np.ndarray, tracks: list[_Track]) -> list[DecodeResult]:
+        c = self.config
+        prompts = [self.specials.prompt(str(t.file.language), t.file.options.task) for t in tracks]
+        todo = list(range(len(tracks)))
+        results: list[DecodeResult | None] = [None] * len(tracks)
+        for temperature in c.temperatures:
+            got = self.decoder.decode(hidden[todo], [prompts[i] for i in todo], [temperature] * len(todo), self._rng)
+            texts = self.detokenizer.decode_batch([r.tokens for r in got])
+            retry = []
+            for i, result, text in zip(todo, got, texts, strict=True):
+                results[i] = result
+                if self._needs_fallback(result, text):
+                    retry.append(i)
+            todo = retry
+            if not todo:
+                break
+        return [r for r in results if r is not None]
+
+    def _needs_fallback(self, result: DecodeResult, text: str) -> bool:
+        c = self.config
+        low_logprob = result.avg_logprob < c.logprob_threshold
+        if result.no_speech_prob > c.no_speech_threshold and low_logprob:
+            return False  # silence: skipped, not retried
+        return compression_ratio(text) > c.compression_ratio_threshold or low_logprob
+
+    def _is_silence(self, window: np.ndarray, result: DecodeResult) -> bool:
+        """openai-whisper's rule (no-speech token likely and text improbable), or a steady level.
+
+        Whisper base says " you" with confidence over digital silence and thanks viewers over white
+        noise; both have a no-speech probability above 0.5 and a level that hardly moves.
+        """
+        c = self.config
+        if result.no_speech_prob > c.no_speech_threshold and result.avg_logprob <= c.logprob_threshold:
+            return True
+        return result.no_speech_prob > c.steady_no_speech and level_range_db(window) < c.steady_level_db
+
+    def _advance(self, track: _Track, result: DecodeResult) -> None:
+        frames = track.frames
+        if self._is_silence(track.window, result) or not result.tokens:
+            track.seek += frames
+            return
+        offset_s = (track.offset + track.seek * 160) / SAMPLE_RATE
+        window = split_window(result.tokens, self.specials.timestamp_begin, offset_s, frames)
+        texts = self.detokenizer.decode_batch([s.tokens for s in window.segments])
+        for raw, text in zip(window.segments, texts, strict=True):
+            if text.strip():
+                seg = Segment(round(raw.start_s, 3), round(max(raw.end_s, raw.start_s), 3), text)
+                track.file.segments.append((track.piece, len(track.file.segments), seg))
+        track.seek += window.advance_frames
+
+    def _transcript(self, file: _File) -> Transcript:
+        duration = file.samples / SAMPLE_RATE
+        ordered = [s for _, _, s in sorted(file.segments, key=lambda x: (x[0], x[1]))]
+        clipped = [replace(s, start_s=min(s.start_s, duration), end_s=min(s.end_s, duration)) for s in ordered]
+        return Transcript(language=file.language or "", segments=clipped, duration_s=duration)

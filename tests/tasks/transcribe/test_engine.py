@@ -1,0 +1,304 @@
+"""The Whisper engine: its pure parts (rules, segments, streaming) and the real Whisper base on speech."""
+
+from __future__ import annotations
+
+import difflib
+import itertools
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ovbatch.tasks.transcribe.engine import WhisperEngine
+from ovbatch.tasks.transcribe.rules import LogitRules, RowHistory
+from ovbatch.tasks.transcribe.segments import split_window
+from ovbatch.tasks.transcribe.streaming import AudioStream, level_range_db, pieces
+from ovbatch.tasks.transcribe.tokens import SpecialTokens
+from ovbatch.tasks.transcribe.types import TranscribeOptions, Transcript
+
+TB = 50364  # <|0.00|> in the multilingual Whisper vocabulary
+GEN = (
+    '{"eos_token_id": 50257, "decoder_start_token_id": 50258, "prev_sot_token_id": 50361,'
+    ' "no_timestamps_token_id": 50363, "task_to_id": {"transcribe": 50359, "translate": 50358},'
+    ' "lang_to_id": {"<|en|>": 50259, "<|de|>": 50261}, "suppress_tokens": [1, 2],'
+    ' "begin_suppress_tokens": [220, 50257], "max_initial_timestamp_index": 50, "max_length": 448}'
+)
+TOK = '{"added_tokens": [{"id": 50362, "content": "<|nocaptions|>"}, {"id": 50360, "content": "<|startoflm|>"}]}'
+VOCAB = 51865
+
+
+@pytest.fixture
+def specials() -> SpecialTokens:
+    return SpecialTokens.from_json(GEN, TOK)
+
+
+# --- special tokens and logit rules ---------------------------------------------------------------
+
+
+def test_special_tokens_and_prompt(specials: SpecialTokens) -> None:
+    assert (specials.timestamp_begin, specials.no_speech, specials.eot) == (TB, 50362, 50257)
+    assert specials.prompt("de", "translate") == [50258, 50261, 50358]
+    assert {50258, 50359, 50358, 50362, 1, 2} <= set(specials.all_suppressed())
+
+
+def _apply(specials: SpecialTokens, sampled: list[int]) -> np.ndarray:
+    history = RowHistory(1)
+    for token in sampled:
+        history.push(np.array([token]), TB)
+    logits = np.zeros((1, VOCAB), dtype=np.float32)
+    logits[0, 500] = 5.0  # a likely text token, so timestamps are not forced by probability
+    return LogitRules(specials, VOCAB).apply(logits, history)[0]
+
+
+def test_first_token_is_an_early_timestamp(specials: SpecialTokens) -> None:
+    row = _apply(specials, [])
+    allowed = np.flatnonzero(np.isfinite(row))
+    assert allowed.min() == TB and allowed.max() == TB + 50, "first token must be <|0.00|>..<|1.00|>"
+
+
+def test_timestamps_come_in_pairs_and_never_go_back(specials: SpecialTokens) -> None:
+    after_open = _apply(specials, [TB + 10, 500, 600])
+    assert np.isinf(after_open[TB + 10]) and np.isfinite(after_open[TB + 11]), "timestamps must increase"
+    after_single = _apply(specials, [TB + 10, 500, TB + 20])
+    assert np.isinf(after_single[:50257]).all(), "after a segment's end timestamp only a timestamp or eot"
+    assert np.isfinite(after_single[TB + 20]) and np.isinf(after_single[TB + 19])
+    after_pair = _apply(specials, [TB + 10, 500, TB + 20, TB + 20])
+    assert np.isinf(after_pair[TB:]).all(), "after a timestamp pair comes text"
+    assert np.isinf(after_open[[1, 2, 50258, 50363]]).all(), "suppressed tokens must stay suppressed"
+
+
+def test_timestamps_are_forced_when_more_probable_than_any_text(specials: SpecialTokens) -> None:
+    history = RowHistory(1)
+    history.push(np.array([TB]), TB)
+    history.push(np.array([500]), TB)
+    logits = np.zeros((1, VOCAB), dtype=np.float32)
+    logits[0, TB:] = 3.0  # 1500 timestamp tokens at e^3 each outweigh any one text token
+    row = LogitRules(specials, VOCAB).apply(logits, history)[0]
+    assert np.isinf(row[:TB]).all()
+
+
+# --- windows -> segments --------------------------------------------------------------------------
+
+
+def test_window_with_complete_segments_is_consumed_whole() -> None:
+    tokens = [TB, 11, 12, TB + 100, TB + 100, 13, TB + 200]
+    got = split_window(tokens, TB, offset_s=30.0, window_frames=3000)
+    assert [(s.start_s, s.end_s, s.tokens) for s in got.segments] == [
+        (30.0, 32.0, [TB, 11, 12, TB + 100]),
+        (32.0, 34.0, [TB + 100, 13, TB + 200]),
+    ]
+    assert got.advance_frames == 3000
+
+
+def test_window_with_a_cut_off_segment_seeks_to_the_last_pair() -> None:
+    tokens = [TB, 11, TB + 100, TB + 100, 13, 14]
+    got = split_window(tokens, TB, offset_s=0.0, window_frames=3000)
+    assert len(got.segments) == 1 and got.advance_frames == 200, "next window must start at 2.00 s"
+
+
+def test_window_without_pairs_is_one_segment() -> None:
+    got = split_window([TB, 11, 12], TB, offset_s=5.0, window_frames=1000)
+    assert [(s.start_s, s.end_s) for s in got.segments] == [(5.0, 15.0)] and got.advance_frames == 1000
+
+
+# --- streaming ------------------------------------------------------------------------------------
+
+
+def _blocks(audio: np.ndarray, sizes: Iterator[int]) -> Iterator[np.ndarray]:
+    i = 0
+    while i < len(audio):
+        n = next(sizes)
+        yield audio[i : i + n]
+        i += n
+
+
+def test_audio_stream_windows_equal_slices_whatever_the_blocks() -> None:
+    audio = np.arange(100_000, dtype=np.float32)
+    stream = AudioStream(_blocks(audio, itertools.cycle([7, 1000, 33_333, 1])), window=30_000)
+    for start in (0, 5, 29_999, 60_000, 99_990, 100_000):
+        assert np.array_equal(stream.window(start), audio[start : start + 30_000]), f"window at {start}"
+    assert stream.ended and stream.end == 100_000
+
+
+def test_pieces_cut_at_pauses_cover_the_stream_and_read_lazily() -> None:
+    rng = np.random.default_rng(0)
+    speech = (0.3 * rng.standard_normal(16000 * 100)).astype(np.float32)
+    speech[16000 * 25 : 16000 * 26] = 0.0  # a pause inside the first 30 s
+    got = list(pieces(_blocks(speech, itertools.repeat(4000)), 16000 * 30, 16000 * 20))
+    offsets = [o for o, _ in got]
+    assert np.array_equal(np.concatenate([a for _, a in got]), speech), "pieces must tile the stream"
+    assert all(len(a) <= 16000 * 30 for _, a in got)
+    assert 16000 * 25 <= offsets[1] <= 16000 * 26, f"first cut should fall in the pause, not at {offsets[1]}"
+
+    endless = (np.full(4000, 0.1, dtype=np.float32) for _ in itertools.count())
+    assert len(list(itertools.islice(pieces(endless, 16000 * 30, 16000 * 20), 3))) == 3
+
+
+def test_level_range_tells_steady_sound_from_speech_like_bursts() -> None:
+    rng = np.random.default_rng(0)
+    assert level_range_db(np.zeros(16000 * 5, dtype=np.float32)) < 1
+    assert level_range_db((0.1 * rng.standard_normal(16000 * 5)).astype(np.float32)) < 3
+    gate = np.repeat(np.arange(20) % 2, 4000)  # 0.25 s on, 0.25 s off
+    bursts = (0.1 * rng.standard_normal(16000 * 5) * gate).astype(np.float32)
+    assert level_range_db(bursts) > 20
+
+
+# --- the real Whisper base ------------------------------------------------------------------------
+
+GERMAN = "Guten Tag, ich heiße Anna und ich wohne in Berlin. Heute ist das Wetter sehr schön."
+QUILTER = "Mister Quilter is the apostle of the middle classes, and we are glad to welcome his gospel."
+SENTENCES = [
+    "The quick brown fox jumps over the lazy dog.",
+    "The weather today is cloudy with a chance of rain in the afternoon.",
+    "Please remember to bring your passport and your ticket to the airport.",
+    "Our team finished the project two weeks ahead of schedule.",
+    "The train to the city leaves from platform four every hour.",
+    "He planted tomatoes, carrots and beans in the garden behind the house.",
+    "The museum has a large collection of paintings from the nineteenth century.",
+    "We should meet again next week to discuss the budget for the new year.",
+    "The children played football in the park until the sun went down.",
+    "Scientists discovered a new species of frog in the rain forest.",
+    "Learning a new language takes patience, practice and time.",
+    "The old bridge over the river was repaired last spring.",
+    "My sister works as a nurse at the hospital near the station.",
+    "The concert was cancelled because of the heavy storm.",
+    "Remember to turn off the lights when you leave the room.",
+    "The mountain road is closed during the winter months.",
+]
+
+
+def speak(path: Path, text: str, voice: str = "en-us", pad_s: float = 0.0) -> np.ndarray:
+    import soundfile as sf
+
+    if not shutil.which("espeak-ng") or not shutil.which("sox"):
+        pytest.fail("espeak-ng and sox are needed: `make test` installs them with apt")
+    raw = path.with_suffix(".raw.wav")
+    subprocess.run(["espeak-ng", "-v", voice, "-w", str(raw), text], check=True)
+    subprocess.run(["sox", str(raw), "-r", "16000", "-c", "1", str(path), "pad", "0", str(pad_s)], check=True)
+    audio, rate = sf.read(path, dtype="float32")
+    assert rate == 16000
+    return np.asarray(audio, dtype=np.float32)
+
+
+def words(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9']+", text.lower())
+
+
+def similarity(got: str, want: str) -> float:
+    return difflib.SequenceMatcher(None, words(got), words(want), autojunk=False).ratio()
+
+
+@pytest.fixture(scope="module")
+def engine(whisper_home: dict[str, str]) -> WhisperEngine:
+    """The engine as a worker builds it: decrypted into memory from an encrypted registry."""
+    from ovbatch.crypto.keyring import Keyring
+    from ovbatch.ov import make_core
+    from ovbatch.registry.loader import load_and_compile
+    from ovbatch.registry.refs import ModelRef
+    from ovbatch.registry.registry import Registry
+    from ovbatch.storage.file import FileStore
+
+    store = FileStore(Path(whisper_home["OVBATCH_STORAGE_URL"].removeprefix("file://")))
+    registry = Registry(store, Keyring.load(Path(whisper_home["OVBATCH_KEYRING"])))
+    version, compiled = load_and_compile(registry, ModelRef.parse("whisper-base"), make_core(), "CPU")
+    return WhisperEngine.from_loaded(version, compiled)  # the engine keeps ``version`` (weights) alive
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, np.ndarray]:
+    d = tmp_path_factory.mktemp("speech")
+    out = {"quilter": speak(d / "q.wav", QUILTER)}
+    out["german"] = speak(d / "de.wav", GERMAN, voice="de")
+    parts = [speak(d / f"s{i}.wav", s, voice, 0.4) for i, (s, voice) in enumerate(_long_script())]
+    out["long"] = np.concatenate(parts)
+    return out
+
+
+def _long_script() -> list[tuple[str, str]]:
+    return [(s, "en-us") for s in SENTENCES] + [(s, "en-gb") for s in SENTENCES]
+
+
+@pytest.mark.slow
+@pytest.mark.real_model
+def test_quilter_clip_transcribes_exactly(engine: WhisperEngine, clips: dict[str, np.ndarray]) -> None:
+    got = engine.transcribe([clips["quilter"]], TranscribeOptions(language="en"))
+    want = " Mr. Quilter is the apostle of the middle classes, and we are glad to welcome his gospel."
+    assert got.text == want.strip(), f"Quilter clip came out as {got.text!r}"
+    assert got.language == "en" and len(got.segments) == 1
+    seg = got.segments[0]
+    assert 0.0 <= seg.start_s < 0.5 and 4.0 < seg.end_s <= got.duration_s + 1e-6, f"segment times {seg}"
+
+
+@pytest.mark.slow
+@pytest.mark.real_model
+def test_language_is_detected(engine: WhisperEngine, clips: dict[str, np.ndarray]) -> None:
+    english = engine.transcribe([clips["quilter"]], TranscribeOptions())
+    german = engine.transcribe([clips["german"]], TranscribeOptions())
+    assert english.language == "en", f"English speech detected as {english.language!r}"
+    assert german.language not in ("", "en"), f"German speech detected as {german.language!r}: {german.text!r}"
+    assert similarity(english.text, "Mr. Quilter is the apostle of the middle classes") > 0.6
+
+
+@pytest.mark.slow
+@pytest.mark.real_model
+def test_translate_gives_english_text(engine: WhisperEngine, clips: dict[str, np.ndarray]) -> None:
+    got = engine.transcribe([clips["german"]], TranscribeOptions(language="de", task="translate"))
+    german = engine.transcribe([clips["german"]], TranscribeOptions(language="de"))
+    assert got.text and got.text != german.text, f"translation {got.text!r}, transcription {german.text!r}"
+    english = {"good", "day", "today", "weather", "berlin", "i", "am", "is", "the", "very"}
+    assert len(english & set(words(got.text))) >= 2, f"translation has no English in it: {got.text!r}"
+
+
+def _check_timeline(got: Transcript) -> None:
+    starts = [s.start_s for s in got.segments]
+    assert starts == sorted(starts), f"segment starts go back: {starts}"
+    for s in got.segments:
+        assert 0.0 <= s.start_s <= s.end_s <= got.duration_s + 1e-6, f"segment out of range: {s}"
+
+
+@pytest.mark.slow
+@pytest.mark.real_model
+def test_two_minute_file_streamed_in_odd_blocks(engine: WhisperEngine, clips: dict[str, np.ndarray]) -> None:
+    audio = clips["long"]
+    assert len(audio) > 16000 * 110, f"the long clip is only {len(audio) / 16000:.0f} s"
+    got = engine.transcribe(_blocks(audio, itertools.cycle([1234, 16000, 77777])), TranscribeOptions(language="en"))
+    assert got.duration_s == pytest.approx(len(audio) / 16000)
+    _check_timeline(got)
+    assert len(got.segments) >= 20, f"only {len(got.segments)} segments for {len(_long_script())} sentences"
+    assert got.segments[-1].end_s > got.duration_s - 10, f"the last segment ends at {got.segments[-1].end_s}"
+    want = " ".join(s for s, _ in _long_script())
+    score = similarity(got.text, want)
+    assert score > 0.9, f"word similarity {score:.2f} to the script; got {got.text!r}"
+    whole = engine.transcribe([audio], TranscribeOptions(language="en"))
+    assert whole.text == got.text, "block sizes changed the transcript"
+
+
+@pytest.mark.slow
+@pytest.mark.real_model
+def test_silence_and_noise_give_empty_transcripts(engine: WhisperEngine) -> None:
+    rng = np.random.default_rng(0)
+    cases = {
+        "silence": np.zeros(16000 * 40, dtype=np.float32),
+        "white noise": (0.1 * rng.standard_normal(16000 * 40)).astype(np.float32),
+        "quiet white noise": (0.01 * rng.standard_normal(16000 * 10)).astype(np.float32),
+    }
+    for name, audio in cases.items():
+        for options in (TranscribeOptions(), TranscribeOptions(language="en")):
+            got = engine.transcribe([audio], options)
+            assert got.text == "" and got.segments == [], f"{name} ({options.language}) gave {got.text!r}"
+
+
+@pytest.mark.slow
+@pytest.mark.real_model
+def test_transcribe_many_matches_one_by_one(engine: WhisperEngine, clips: dict[str, np.ndarray]) -> None:
+    audios = [clips["quilter"], np.zeros(16000 * 3, dtype=np.float32), clips["german"]]
+    options = TranscribeOptions()
+    many = engine.transcribe_many(audios, options)
+    single = [engine.transcribe([a], options) for a in audios]
+    assert [t.text for t in many] == [t.text for t in single]
+    assert [t.language for t in many] == [t.language for t in single]
+    assert many[1].text == ""

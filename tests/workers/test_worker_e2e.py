@@ -1,0 +1,199 @@
+"""Real Redis, real worker processes, the real Whisper base: the queue end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from tests.conftest import REPO
+
+pytestmark = [pytest.mark.slow, pytest.mark.real_model]
+OVBATCH = str(Path(sys.executable).with_name("ovbatch"))
+EXAMPLES = REPO / "examples" / "audio"
+
+
+@pytest.fixture
+def env(redis_url: str, whisper_home: dict[str, str], tmp_path: Path) -> dict[str, str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("OVBATCH_", "AWS_"))}
+    # short visibility timeout so a killed worker's job comes back within the test
+    return {
+        **base,
+        **whisper_home,
+        "OVBATCH_BROKER_URL": redis_url,
+        "OVBATCH_VISIBILITY_TIMEOUT_S": "20",
+        "OVBATCH_JOB_TIME_LIMIT_S": "15",
+    }
+
+
+def cli(env: dict[str, str], *args: str, ok: bool = True, timeout: int = 600) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run([OVBATCH, *args], env=env, capture_output=True, text=True, timeout=timeout)
+    where = f"`ovbatch {' '.join(args)}` exited {done.returncode}:\n{done.stdout}\n{done.stderr[-3000:]}"
+    assert "Traceback" not in done.stderr, where
+    assert (done.returncode == 0) == ok, where
+    return done
+
+
+class Workers:
+    def __init__(self, env: dict[str, str], tmp_path: Path):
+        self.env, self.tmp, self.procs = env, tmp_path, []
+
+    def start(self, device: str = "CPU", name: str = "w") -> subprocess.Popen[bytes]:
+        log = open(self.tmp / f"worker-{name}-{len(self.procs)}.log", "wb")  # noqa: SIM115
+        proc = subprocess.Popen(
+            [OVBATCH, "worker", "--device", device, "--name", name], env=self.env, stdout=log, stderr=subprocess.STDOUT
+        )
+        self.procs.append(proc)
+        client = redis.Redis.from_url(self.env["OVBATCH_BROKER_URL"])
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            if any(
+                json.loads(client.get(k) or b"{}").get("pid") == proc.pid for k in client.scan_iter("ovbatch:worker:*")
+            ):
+                return proc
+            assert proc.poll() is None, f"worker exited early: {self.log_of(len(self.procs) - 1)}"
+            time.sleep(0.3)
+        raise AssertionError("worker did not advertise itself within 120 s")
+
+    def log_of(self, i: int) -> str:
+        return next(iter(sorted(self.tmp.glob(f"worker-*-{i}.log")))).read_text()[-3000:]
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+@pytest.fixture
+def workers(env: dict[str, str], tmp_path: Path) -> Iterator[Workers]:
+    w = Workers(env, tmp_path)
+    yield w
+    w.stop()
+
+
+def status(env: dict[str, str], batch_id: str) -> dict[str, Any]:
+    return json.loads(cli(env, "status", batch_id, "--json").stdout)
+
+
+def batch_id_of(output: str) -> str:
+    return output.split("batch ", 1)[1].split(":", 1)[0]
+
+
+def wait_for(env: dict[str, str], batch_id: str, predicate: Any, timeout_s: float = 300) -> dict[str, Any]:
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        s = status(env, batch_id)
+        if predicate(s):
+            return s
+        time.sleep(0.5)
+    raise AssertionError(f"batch {batch_id} did not reach the expected state: {s['summary']}")
+
+
+def test_worker_refuses_a_device_openvino_does_not_list(env: dict[str, str]) -> None:
+    err = cli(env, "worker", "--device", "GPU", ok=False).stderr
+    assert "device 'GPU' is not available" in err and "available: CPU" in err
+
+
+def test_transcribe_through_redis_and_a_worker(env: dict[str, str], workers: Workers, tmp_path: Path) -> None:
+    workers.start()
+    out = tmp_path / "out"
+    archive = tmp_path / "archive" / "calls" / "2024"
+    archive.mkdir(parents=True)
+    for clip in EXAMPLES.glob("*.*"):
+        if clip.suffix != ".md" and clip.suffix != ".sh":
+            (archive / clip.name).write_bytes(clip.read_bytes())
+    done = cli(
+        env,
+        "transcribe",
+        str(tmp_path / "archive"),
+        "--model",
+        "whisper-base",
+        "--device",
+        "CPU",
+        "--out",
+        str(out),
+        "--wait",
+    )
+    bid = batch_id_of(done.stdout)
+    s = status(env, bid)
+    assert s["summary"]["done"] == 3 and s["summary"]["failed"] == 0, s
+    for stem in ("quilter", "archive", "subtitles"):
+        for fmt in ("txt", "srt", "vtt", "json"):
+            assert (out / "calls" / "2024" / f"{stem}.{fmt}").is_file(), f"missing {stem}.{fmt}"
+    text = (out / "calls" / "2024" / "quilter.txt").read_text()
+    assert "Quilter is the apostle of the middle classes" in text, text
+    meta = json.loads((out / "calls" / "2024" / "quilter.json").read_text())
+    assert meta["model"] == "whisper-base@1" and meta["audio_duration_s"] > 5
+    report = json.loads((out / f"batch-{bid}.json").read_text())
+    assert len(report["inputs"]) == 3 and {r["status"] for r in report["inputs"]} == {"done"}
+    listing = cli(env, "workers").stdout
+    assert "whisper-base@1@CPU" in listing and "jobs done 3" in listing, listing
+    # the same batch again: nothing is transcribed twice
+    again = cli(env, "transcribe", str(tmp_path / "archive"), "--model", "whisper-base", "--out", str(out))
+    assert "0 queued on CPU, 3 already done" in again.stdout, again.stdout
+
+
+def test_gpu_jobs_wait_for_a_gpu_worker(env: dict[str, str], workers: Workers, tmp_path: Path) -> None:
+    workers.start("CPU")
+    done = cli(
+        env,
+        "transcribe",
+        str(EXAMPLES / "quilter.wav"),
+        "--model",
+        "whisper-base",
+        "--device",
+        "GPU",
+        "--out",
+        str(tmp_path / "out"),
+    )
+    bid = batch_id_of(done.stdout)
+    time.sleep(8)
+    s = status(env, bid)["summary"]
+    assert (s["queued"], s["running"], s["done"]) == (1, 0, 0), f"a CPU worker touched a GPU job: {s}"
+    client = redis.Redis.from_url(env["OVBATCH_BROKER_URL"])
+    assert client.llen("ovbatch.GPU") == 1, "the job should wait in the GPU queue"
+    assert "jobs done 0" in cli(env, "workers").stdout
+
+
+def long_clip(path: Path, seconds: int = 60) -> Path:
+    text = " ".join(["The quick brown fox jumps over the lazy dog while the archive keeps on recording."] * 20)
+    raw = path.with_suffix(".raw.wav")
+    subprocess.run(["espeak-ng", "-v", "en-us", "-w", str(raw), text], check=True)
+    subprocess.run(["sox", str(raw), "-r", "16000", "-c", "1", str(path), "trim", "0", str(seconds)], check=True)
+    return path
+
+
+def test_sigkilled_worker_job_is_redelivered_and_written_once(
+    env: dict[str, str], workers: Workers, tmp_path: Path
+) -> None:
+    first = workers.start(name="doomed")
+    clip = long_clip(tmp_path / "long.wav")
+    out = tmp_path / "out"
+    bid = batch_id_of(cli(env, "transcribe", str(clip), "--model", "whisper-base", "--out", str(out)).stdout)
+    wait_for(env, bid, lambda s: s["summary"]["running"] == 1, 120)
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait()
+    assert not list(out.glob("long.*")), "the killed worker should not have finished"
+    workers.start(name="rescuer")
+    s = wait_for(env, bid, lambda s: s["summary"]["ended_s"] is not None, 300)
+    assert s["summary"]["done"] == 1, s
+    record = next(iter(s["jobs"].values()))
+    assert record["worker"].startswith("rescuer"), record
+    assert sorted(p.name for p in out.iterdir() if p.is_file()) == sorted(
+        ["long.txt", "long.srt", "long.vtt", "long.json", f"batch-{bid}.json"]
+    )
+    assert len(list((out / ".ovbatch" / "jobs").iterdir())) == 1

@@ -1,0 +1,116 @@
+"""Start a worker: check the device, pin CPUs, make the per-process resources, run Celery (solo pool).
+
+The solo pool runs jobs in this process and never forks, so the ``ov.Core`` made here is safe:
+OpenVINO is not fork-safe.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import redis as redis_lib
+
+from ovbatch.batches import RedisBatchStore
+from ovbatch.crypto.keyring import Keyring
+from ovbatch.errors import ConfigError
+from ovbatch.ov import check_device, make_core
+from ovbatch.registry.registry import Registry
+from ovbatch.settings import Settings
+from ovbatch.storage import open_store
+from ovbatch.workers.app import make_app, queue_for
+from ovbatch.workers.cache import ModelCache
+from ovbatch.workers.presence import start_beat
+from ovbatch.workers.runtime import WorkerContext
+from ovbatch.workers.tasks import bind_context, register
+
+
+def parse_cpus(text: str) -> list[int]:
+    """``0-3,6`` -> [0, 1, 2, 3, 6]; checked against the CPUs this process may use."""
+    cpus: set[int] = set()
+    try:
+        for part in text.split(","):
+            lo, _, hi = part.strip().partition("-")
+            cpus.update(range(int(lo), int(hi or lo) + 1))
+    except ValueError:
+        raise ConfigError(f"--cpus {text!r}: use a list like 0-3,6") from None
+    allowed = os.sched_getaffinity(0)
+    if not cpus or not cpus <= allowed:
+        raise ConfigError(f"--cpus {text!r}: this machine offers CPUs {sorted(allowed)}")
+    return sorted(cpus)
+
+
+def build_context(settings: Settings, device: str, cpus: list[int] | None, name: str | None) -> WorkerContext:
+    if cpus:
+        os.sched_setaffinity(0, cpus)  # before OpenVINO starts its threads, which inherit the mask
+    core = make_core()
+    check_device(core, device)
+    config: dict[str, object] = {}
+    if device.startswith("CPU"):
+        # as many inference threads as pinned cores; several workers then share a box without fighting
+        threads = len(cpus) if cpus else len(os.sched_getaffinity(0))
+        config = {"INFERENCE_NUM_THREADS": threads}
+    client = redis_lib.Redis.from_url(settings.broker_url)
+    registry = Registry(
+        open_store(settings.storage_url, s3_endpoint_url=settings.s3_endpoint_url), Keyring.load(settings.keyring_path)
+    )
+    hostname = f"{name or device.lower()}-{os.getpid()}@{socket.gethostname()}"
+    return WorkerContext(
+        settings=settings,
+        registry=registry,
+        batches=RedisBatchStore(client),
+        core=core,
+        device=device,
+        hostname=hostname,
+        cache=ModelCache(settings.cache_max_models, settings.cache_max_bytes),
+        redis=client,
+        cpus=cpus,
+        compile_config=config,
+    )
+
+
+def build_embedded_context(settings: Settings, device: str) -> WorkerContext:
+    """The same resources in the submitting process, for ``--local`` or when Redis is unreachable."""
+    from ovbatch.batches import MemoryBatchStore
+
+    core = make_core()
+    check_device(core, device)
+    registry = Registry(
+        open_store(settings.storage_url, s3_endpoint_url=settings.s3_endpoint_url), Keyring.load(settings.keyring_path)
+    )
+    return WorkerContext(
+        settings=settings,
+        registry=registry,
+        batches=MemoryBatchStore(),
+        core=core,
+        device=device,
+        hostname=f"embedded-{os.getpid()}@{socket.gethostname()}",
+        cache=ModelCache(settings.cache_max_models, settings.cache_max_bytes),
+    )
+
+
+def run_worker(
+    settings: Settings, device: str, cpus: list[int] | None = None, name: str | None = None, loglevel: str = "INFO"
+) -> None:
+    ctx = build_context(settings, device, cpus, name)
+    app = make_app(settings)
+    register(app)
+    bind_context(ctx)
+    queue = queue_for(device)
+    assert ctx.redis is not None
+    stop = start_beat(ctx.redis, ctx, queue)
+    try:
+        app.worker_main(
+            [
+                "worker",
+                "--pool=solo",
+                "--concurrency=1",
+                f"--queues={queue}",
+                f"--hostname={ctx.hostname}",
+                f"--loglevel={loglevel}",
+                "--without-gossip",
+                "--without-mingle",
+            ]
+        )
+    finally:
+        stop.set()

@@ -1,0 +1,63 @@
+"""Workers advertise themselves in Redis: device, queue, cached models, jobs done.
+
+Each worker refreshes ``ovbatch:worker:<hostname>`` every few seconds with a short expiry, so a
+dead worker disappears from ``ovbatch workers`` on its own. The same beat keeps the running job's
+lock alive.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from typing import Any
+
+BEAT_S = 5
+EXPIRE_S = 15
+
+
+def worker_key(hostname: str) -> str:
+    return f"ovbatch:worker:{hostname}"
+
+
+def advertise(redis: Any, ctx: Any, queue: str, started_s: float) -> None:
+    info = {
+        "hostname": ctx.hostname,
+        "device": ctx.device,
+        "queue": queue,
+        "pid": os.getpid(),
+        "cpus": ctx.cpus,
+        "cache": ctx.cache.describe(),
+        "jobs_done": ctx.jobs_done,
+        "current_job": ctx.current_job,
+        "started_s": started_s,
+        "seen_s": time.time(),
+    }
+    redis.set(worker_key(ctx.hostname), json.dumps(info), ex=EXPIRE_S)
+
+
+def start_beat(redis: Any, ctx: Any, queue: str) -> threading.Event:
+    stop = threading.Event()
+    started = time.time()
+
+    def beat() -> None:
+        while not stop.is_set():
+            try:
+                advertise(redis, ctx, queue, started)
+                ctx.refresh_lock()
+            except Exception:  # Redis blips must not kill the worker; the next beat retries
+                pass
+            stop.wait(BEAT_S)
+
+    threading.Thread(target=beat, name="ovbatch-presence", daemon=True).start()
+    return stop
+
+
+def live_workers(redis: Any) -> list[dict[str, Any]]:
+    found = []
+    for key in redis.scan_iter(match="ovbatch:worker:*", count=100):
+        raw = redis.get(key)
+        if raw:
+            found.append(json.loads(raw))
+    return sorted(found, key=lambda w: (w["device"], w["hostname"]))

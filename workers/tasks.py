@@ -1,0 +1,37 @@
+"""The Celery tasks: a few lines each around the plain job functions.
+
+The worker's resources (registry, model cache, Core) are made once at startup and handed to
+``bind_context``; the tasks find them there, as arq's ``ctx``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+
+from ovbatch.workers.runtime import JobLocked, WorkerContext, process_job
+
+TRANSCRIBE = "ovbatch.transcribe"
+NOOP = "ovbatch.noop"
+_context: WorkerContext | None = None
+
+
+def bind_context(ctx: WorkerContext) -> None:
+    global _context
+    _context = ctx
+
+
+def register(app: Celery) -> None:
+    @app.task(name=TRANSCRIBE, bind=True, max_retries=None)
+    def transcribe(self: Any, payload: dict[str, Any]) -> dict[str, Any]:
+        assert _context is not None, "worker context not bound"
+        try:
+            return process_job(_context, payload, attempt=self.request.retries + 1)
+        except JobLocked as exc:  # a duplicate delivery while the first run is alive: look again later
+            raise self.retry(exc=exc, countdown=5, max_retries=None) from exc
+
+    @app.task(name=NOOP)
+    def noop(payload: dict[str, Any]) -> dict[str, Any]:
+        """Round trip through Redis and a worker, nothing else: the queue's own overhead."""
+        return payload
