@@ -20,7 +20,7 @@ from ovbatch.settings import Settings
 from ovbatch.storage import open_store
 from ovbatch.workers.app import make_app, queue_for
 from ovbatch.workers.cache import ModelCache
-from ovbatch.workers.presence import start_beat
+from ovbatch.workers.presence import Beat
 from ovbatch.workers.runtime import WorkerContext
 from ovbatch.workers.tasks import bind_context, register
 
@@ -98,7 +98,8 @@ def run_worker(
     bind_context(ctx)
     queue = queue_for(device)
     assert ctx.redis is not None
-    stop = start_beat(ctx.redis, ctx, queue)
+    beat = Beat(ctx.redis, ctx, queue)
+    ctx.after_job = beat.now  # `ovbatch workers` sees each finished job at once
     try:
         app.worker_main(
             [
@@ -113,4 +114,4 @@ def run_worker(
             ]
         )
     finally:
-        stop.set()
+        beat.stop()

@@ -37,21 +37,32 @@ def advertise(redis: Any, ctx: Any, queue: str, started_s: float) -> None:
     redis.set(worker_key(ctx.hostname), json.dumps(info), ex=EXPIRE_S)
 
 
-def start_beat(redis: Any, ctx: Any, queue: str) -> threading.Event:
-    stop = threading.Event()
-    started = time.time()
+class Beat:
+    """Refreshes the advertisement every BEAT_S seconds, and at once when ``now()`` is called."""
 
-    def beat() -> None:
-        while not stop.is_set():
+    def __init__(self, redis: Any, ctx: Any, queue: str):
+        self.redis, self.ctx, self.queue = redis, ctx, queue
+        self.started_s = time.time()
+        self._wake = threading.Event()
+        self._stopped = False
+        threading.Thread(target=self._run, name="ovbatch-presence", daemon=True).start()
+
+    def _run(self) -> None:
+        while not self._stopped:
             try:
-                advertise(redis, ctx, queue, started)
-                ctx.refresh_lock()
+                advertise(self.redis, self.ctx, self.queue, self.started_s)
+                self.ctx.refresh_lock()
             except Exception:  # Redis blips must not kill the worker; the next beat retries
                 pass
-            stop.wait(BEAT_S)
+            self._wake.wait(BEAT_S)
+            self._wake.clear()
 
-    threading.Thread(target=beat, name="ovbatch-presence", daemon=True).start()
-    return stop
+    def now(self) -> None:
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stopped = True
+        self._wake.set()
 
 
 def live_workers(redis: Any) -> list[dict[str, Any]]:

@@ -6,6 +6,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,6 +51,7 @@ class WorkerContext:
     jobs_done: int = 0
     current_job: str | None = None
     compile_config: dict[str, Any] = field(default_factory=dict)
+    after_job: Callable[[], None] = lambda: None
     _stores: dict[str, ObjectStore] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -120,6 +122,7 @@ def process_job(ctx: WorkerContext, payload: dict[str, Any], attempt: int = 1) -
         if ctx.batches.set_job(job.batch_id, job.job_id, record) == "finished":
             write_report(ctx.batches, job.batch_id, ctx.store(job.out_url))
         ctx.jobs_done += 1
+        ctx.after_job()
         return record
     finally:
         ctx.release(job.job_id)

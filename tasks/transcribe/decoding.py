@@ -62,7 +62,7 @@ class WindowDecoder:
         hidden: np.ndarray,
         prompts: list[list[int]],
         temperatures: list[float],
-        rng: np.random.Generator,
+        rngs: list[np.random.Generator],
     ) -> list[DecodeResult]:
         """Decode each row of ``hidden`` (``(B, frames, d)``) from its prompt (all the same length)."""
         n = hidden.shape[0]
@@ -78,7 +78,7 @@ class WindowDecoder:
         done = np.zeros(n, dtype=bool)
         lengths = np.full(n, self.sample_len, dtype=np.int64)
         for step in range(self.sample_len):
-            next_tokens, logprobs = self._choose(logits, history, temps, rng)
+            next_tokens, logprobs = self._choose(logits, history, temps, rngs)
             sum_logprobs += np.where(done, 0.0, logprobs)
             next_tokens = np.where(done, self.specials.eot, next_tokens)
             tokens[:, step] = next_tokens
@@ -100,14 +100,13 @@ class WindowDecoder:
         return softmax(logits_at_sot.astype(np.float64))[:, self.specials.no_speech]
 
     def _choose(
-        self, logits: np.ndarray, history: RowHistory, temps: np.ndarray, rng: np.random.Generator
+        self, logits: np.ndarray, history: RowHistory, temps: np.ndarray, rngs: list[np.random.Generator]
     ) -> tuple[np.ndarray, np.ndarray]:
         """Next token of each row (argmax at temperature 0, else sampled) and its log-probability."""
         logits = self.rules.apply(logits, history)
         logprobs = log_softmax(logits)
         choice = logits.argmax(axis=-1)
-        hot = temps > 0
-        if hot.any():
-            gumbel = rng.gumbel(size=(int(hot.sum()), logits.shape[1])).astype(np.float32)
-            choice[hot] = (logits[hot] / temps[hot, None] + gumbel).argmax(axis=-1)
+        for row in np.flatnonzero(temps > 0):  # Gumbel-max: a sample of softmax(logits / T)
+            gumbel = np.asarray(rngs[row].gumbel(size=logits.shape[1]), dtype=np.float32)
+            choice[row] = (logits[row] / temps[row] + gumbel).argmax()
         return choice, logprobs[np.arange(len(choice)), choice]

@@ -76,7 +76,6 @@ class WhisperEngine:
         vocab = int(compiled[DECODER].outputs[0].get_partial_shape()[2].get_length())
         self.decoder = WindowDecoder(compiled[DECODER], specials, vocab)
         self.detokenizer = Detokenizer(compiled[DETOKENIZER], specials.eot, specials.timestamp_begin)
-        self._rng = np.random.default_rng(self.config.seed)
         self._keepalive: Any = None
 
     @classmethod
@@ -101,7 +100,6 @@ class WhisperEngine:
         return self.transcribe_streams([[a] for a in audios], options)
 
     def transcribe_streams(self, streams: list[Iterable[np.ndarray]], options: TranscribeOptions) -> list[Transcript]:
-        self._rng = np.random.default_rng(self.config.seed)  # the same audio gives the same text
         files = [_File(options, options.language) for _ in streams]
         self._run(self._tracks(files, streams))
         return [self._transcript(f) for f in files]
@@ -165,29 +163,34 @@ class WhisperEngine:
     # decoding -----------------------------------------------------------------------------------
 
     def _decode_with_fallback(self, hidden: np.ndarray, tracks: list[_Track]) -> list[DecodeResult]:
-        c = self.config
+        """Greedy first; windows whose text is repetitive or improbable (and not silence) are
+        decoded again, together, at each higher temperature in turn."""
         prompts = [self.specials.prompt(str(t.file.language), t.file.options.task) for t in tracks]
         todo = list(range(len(tracks)))
         results: list[DecodeResult | None] = [None] * len(tracks)
-        for temperature in c.temperatures:
-            got = self.decoder.decode(hidden[todo], [prompts[i] for i in todo], [temperature] * len(todo), self._rng)
+        for temperature in self.config.temperatures:
+            rngs = [self._rng_for(tracks[i], temperature) for i in todo]
+            got = self.decoder.decode(hidden[todo], [prompts[i] for i in todo], [temperature] * len(todo), rngs)
             texts = self.detokenizer.decode_batch([r.tokens for r in got])
             retry = []
             for i, result, text in zip(todo, got, texts, strict=True):
                 results[i] = result
-                if self._needs_fallback(result, text):
+                if self._needs_fallback(tracks[i].window, result, text):
                     retry.append(i)
             todo = retry
             if not todo:
                 break
         return [r for r in results if r is not None]
 
-    def _needs_fallback(self, result: DecodeResult, text: str) -> bool:
+    def _rng_for(self, track: _Track, temperature: float) -> np.random.Generator:
+        """Sampling noise fixed by the window (not by what else is in the batch): same audio, same text."""
+        return np.random.default_rng([self.config.seed, track.piece, track.seek, round(temperature * 1000)])
+
+    def _needs_fallback(self, window: np.ndarray, result: DecodeResult, text: str) -> bool:
         c = self.config
-        low_logprob = result.avg_logprob < c.logprob_threshold
-        if result.no_speech_prob > c.no_speech_threshold and low_logprob:
-            return False  # silence: skipped, not retried
-        return compression_ratio(text) > c.compression_ratio_threshold or low_logprob
+        if self._is_silence(window, result):
+            return False  # skipped, not retried
+        return compression_ratio(text) > c.compression_ratio_threshold or result.avg_logprob < c.logprob_threshold
 
     def _is_silence(self, window: np.ndarray, result: DecodeResult) -> bool:
         """openai-whisper's rule (no-speech token likely and text improbable), or a steady level.

@@ -302,3 +302,24 @@ def test_transcribe_many_matches_one_by_one(engine: WhisperEngine, clips: dict[s
     assert [t.text for t in many] == [t.text for t in single]
     assert [t.language for t in many] == [t.language for t in single]
     assert many[1].text == ""
+
+
+def _peak_mb_streaming_silence(engine: WhisperEngine, minutes: int) -> float:
+    import tracemalloc
+
+    blocks = (np.zeros(16000, dtype=np.float32) for _ in range(60 * minutes))  # one second at a time
+    tracemalloc.start()
+    try:
+        got = engine.transcribe(blocks, TranscribeOptions(language="en"))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert got.duration_s == 60 * minutes and got.text == ""
+    return peak / 1e6
+
+
+@pytest.mark.slow
+@pytest.mark.real_model
+def test_memory_does_not_grow_with_the_length_of_a_stream(engine: WhisperEngine) -> None:
+    short, long = _peak_mb_streaming_silence(engine, 2), _peak_mb_streaming_silence(engine, 12)
+    assert long < short + 5, f"peak Python memory {short:.0f} MB for 2 min of audio, {long:.0f} MB for 12 min"
