@@ -5,7 +5,13 @@ lockstep on the stateful decoder (several windows per decoder call), falls back 
 higher temperatures when a window's text is repetitive or improbable, drops windows that are
 silence, and turns timestamp tokens into segments. Long files are streamed: cut at quiet points
 into pieces of at most 30 s (each decoded with openai-whisper's seeking rules), so memory stays
-bounded by ``batch_size`` windows whatever the length.
+bounded by about ``batch_size + 1`` windows of audio whatever the length (``batch_size=1``: two).
+
+Precision: the compiled models are used as given; on these CPUs OpenVINO's default is bf16, which
+measured 2x faster than ``INFERENCE_PRECISION_HINT=f32`` with the same text on the test speech.
+Not done: word timestamps (the decoder IR has no cross-attention output; ``words`` stay empty),
+conditioning on the previous window's text (windows of a batch must share one prompt length), beam
+search. An engine is not thread-safe: it reuses one infer request per model.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ ENCODER, DECODER, DETOKENIZER = "openvino_encoder_model.xml", "openvino_decoder_
 
 @dataclass(frozen=True)
 class EngineConfig:
-    batch_size: int = 4  # windows per encoder / decoder call
+    batch_size: int = 8  # windows per encoder / decoder call
     piece_s: float = 30.0  # long audio is cut at the quietest point between min_piece_s and piece_s
     min_piece_s: float = 20.0
     temperatures: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
@@ -38,7 +44,16 @@ class EngineConfig:
     no_speech_threshold: float = 0.6
     steady_level_db: float = 10.0  # a window whose level varies less than this is not speech ...
     steady_no_speech: float = 0.5  # ... when Whisper's no-speech probability is above this too
+    # pad short windows' log-mel with zeros, as faster-whisper does (transformers pads the audio): on the
+    # 36-clip espeak set this gave 27.9 % WER against 29.6 % (benchmarks/RESULTS.md)
+    pad_log_mel: bool = True
     seed: int = 0
+
+
+def best_attempt(attempts: list[tuple[DecodeResult, str]], max_compression_ratio: float) -> DecodeResult:
+    """Of attempts that all failed the thresholds: the most probable one that is not repetitive."""
+    fluent = [r for r, text in attempts if compression_ratio(text) <= max_compression_ratio]
+    return max(fluent or [r for r, _ in attempts], key=lambda r: r.avg_logprob)
 
 
 @dataclass
@@ -157,30 +172,32 @@ class WhisperEngine:
                 tracks[i].file.language = language
 
     def _encode(self, windows: list[np.ndarray]) -> np.ndarray:
-        self._encoder.infer({0: self.features.batch(windows)})
+        self._encoder.infer({0: self.features.batch(windows, self.config.pad_log_mel)})
         return self._encoder.get_output_tensor(0).data.copy()
 
     # decoding -----------------------------------------------------------------------------------
 
     def _decode_with_fallback(self, hidden: np.ndarray, tracks: list[_Track]) -> list[DecodeResult]:
         """Greedy first; windows whose text is repetitive or improbable (and not silence) are
-        decoded again, together, at each higher temperature in turn."""
+        decoded again, together, at each higher temperature in turn. Where every temperature
+        fails, the most probable non-repetitive attempt wins (as faster-whisper does)."""
         prompts = [self.specials.prompt(str(t.file.language), t.file.options.task) for t in tracks]
         todo = list(range(len(tracks)))
-        results: list[DecodeResult | None] = [None] * len(tracks)
+        tried: list[list[tuple[DecodeResult, str]]] = [[] for _ in tracks]
+        chosen: list[DecodeResult | None] = [None] * len(tracks)
         for temperature in self.config.temperatures:
             rngs = [self._rng_for(tracks[i], temperature) for i in todo]
             got = self.decoder.decode(hidden[todo], [prompts[i] for i in todo], [temperature] * len(todo), rngs)
             texts = self.detokenizer.decode_batch([r.tokens for r in got])
-            retry = []
             for i, result, text in zip(todo, got, texts, strict=True):
-                results[i] = result
-                if self._needs_fallback(tracks[i].window, result, text):
-                    retry.append(i)
-            todo = retry
+                tried[i].append((result, text))
+                if not self._needs_fallback(tracks[i].window, result, text):
+                    chosen[i] = result
+            todo = [i for i in todo if chosen[i] is None]
             if not todo:
                 break
-        return [r for r in results if r is not None]
+        limit = self.config.compression_ratio_threshold
+        return [r if r is not None else best_attempt(tried[i], limit) for i, r in enumerate(chosen)]
 
     def _rng_for(self, track: _Track, temperature: float) -> np.random.Generator:
         """Sampling noise fixed by the window (not by what else is in the batch): same audio, same text."""

@@ -110,6 +110,20 @@ class LogMel:
         log_spec = np.maximum(log_spec, log_spec.max() - 8.0)
         return ((log_spec + 4.0) / 4.0).astype(np.float32)
 
-    def batch(self, windows: list[np.ndarray]) -> np.ndarray:
+    def padded_after(self, audio: np.ndarray) -> np.ndarray:
+        """faster-whisper's variant: log-mel of the audio alone (normalised by its own maximum), then
+        zero-padded *in log-mel space* to the window. The same as ``__call__`` for a full window."""
+        c = self.config
+        clip = np.pad(audio[: c.n_samples].astype(np.float32, copy=False), (0, c.hop_length))
+        mel = self._filters @ self.power_spectrum(clip)[:, :-1]
+        log_spec = np.log10(np.maximum(mel, 1e-10))
+        log_spec = np.maximum(log_spec, log_spec.max() - 8.0)
+        out = np.zeros((c.n_mels, c.n_frames), dtype=np.float32)
+        n = min(log_spec.shape[1], c.n_frames)
+        out[:, :n] = (log_spec[:, :n] + 4.0) / 4.0
+        return out
+
+    def batch(self, windows: list[np.ndarray], pad_log_mel: bool = False) -> np.ndarray:
         """Log-mels of several windows, stacked ``(len(windows), n_mels, n_frames)``."""
-        return np.stack([self(w) for w in windows])
+        one = self.padded_after if pad_log_mel else self
+        return np.stack([one(w) for w in windows])

@@ -38,17 +38,24 @@ def test_wer_is_no_worse_than_faster_whisper_plus_one_point(
     engine = WhisperEngine.from_loaded(version, compiled)
     options = TranscribeOptions(language="en")
     ours = [engine.transcribe(audio.iter_blocks(clips / name, name), options).text for name in refs]
-    fw = WhisperModel(str(whisper_base_ct2), device="cpu", compute_type="int8", cpu_threads=2)
-    theirs = ["".join(s.text for s in fw.transcribe(str(clips / name), beam_size=1, language="en")[0]) for name in refs]
-    ours_wer, theirs_wer = wer(list(refs.values()), ours), wer(list(refs.values()), theirs)
+    theirs = {}
+    for compute_type in ("float32", "int8"):
+        fw = WhisperModel(str(whisper_base_ct2), device="cpu", compute_type=compute_type, cpu_threads=2)
+        hyps = ["".join(s.text for s in fw.transcribe(str(clips / n), beam_size=1, language="en")[0]) for n in refs]
+        theirs[compute_type] = wer(list(refs.values()), hyps)
+    ours_wer = wer(list(refs.values()), ours)
+    # "the same weights": faster-whisper float32 runs the CTranslate2 weights unquantized (its default
+    # compute type on CPU for this float16 model); int8 is a quantized variant, reported beside it
+    theirs_wer = theirs["float32"]
     record_property("ovbatch_wer", ours_wer)
-    record_property("faster_whisper_int8_wer", theirs_wer)
+    record_property("faster_whisper_wer", theirs)
     figures = {
         "clips": len(refs),
         "ovbatch_wer": round(ours_wer * 100, 2),
-        "faster_whisper_int8_wer": round(theirs_wer * 100, 2),
+        "faster_whisper_float32_wer": round(theirs["float32"] * 100, 2),
+        "faster_whisper_int8_wer": round(theirs["int8"] * 100, 2),
     }
     print(f"\nWER on {len(refs)} espeak-ng clips: {json.dumps(figures)}")
     assert ours_wer <= theirs_wer + 0.01, (
-        f"ovbatch WER {ours_wer:.2%} is worse than faster-whisper {theirs_wer:.2%} + 1 point"
+        f"ovbatch WER {ours_wer:.2%} is worse than faster-whisper float32 {theirs_wer:.2%} + 1 point"
     )

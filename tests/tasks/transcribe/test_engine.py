@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ovbatch.tasks.transcribe.engine import WhisperEngine
+from ovbatch.tasks.transcribe.decoding import DecodeResult
+from ovbatch.tasks.transcribe.engine import WhisperEngine, best_attempt
 from ovbatch.tasks.transcribe.rules import LogitRules, RowHistory
 from ovbatch.tasks.transcribe.segments import split_window
 from ovbatch.tasks.transcribe.streaming import AudioStream, level_range_db, pieces
@@ -103,6 +104,19 @@ def test_window_with_a_cut_off_segment_seeks_to_the_last_pair() -> None:
 def test_window_without_pairs_is_one_segment() -> None:
     got = split_window([TB, 11, 12], TB, offset_s=5.0, window_frames=1000)
     assert [(s.start_s, s.end_s) for s in got.segments] == [(5.0, 15.0)] and got.advance_frames == 1000
+
+
+def test_when_every_temperature_fails_the_most_probable_fluent_attempt_wins() -> None:
+    def attempt(sum_logprob: float, temperature: float) -> DecodeResult:
+        return DecodeResult([1, 2, 3], sum_logprob, 0.1, temperature)
+
+    attempts = [
+        (attempt(-8.0, 0.0), "la la la la la la la la la la la la"),
+        (attempt(-5.0, 0.2), "a b"),
+        (attempt(-6.0, 0.4), "c d"),
+    ]
+    assert best_attempt(attempts, 2.4).temperature == 0.2
+    assert best_attempt(attempts[:1], 2.4).temperature == 0.0, "with no fluent attempt, the most probable one"
 
 
 # --- streaming ------------------------------------------------------------------------------------
@@ -321,5 +335,21 @@ def _peak_mb_streaming_silence(engine: WhisperEngine, minutes: int) -> float:
 @pytest.mark.slow
 @pytest.mark.real_model
 def test_memory_does_not_grow_with_the_length_of_a_stream(engine: WhisperEngine) -> None:
-    short, long = _peak_mb_streaming_silence(engine, 2), _peak_mb_streaming_silence(engine, 12)
-    assert long < short + 5, f"peak Python memory {short:.0f} MB for 2 min of audio, {long:.0f} MB for 12 min"
+    short, long = _peak_mb_streaming_silence(engine, 6), _peak_mb_streaming_silence(engine, 18)
+    assert long < short + 5, (
+        f"peak Python memory {short:.0f} MB for 6 min of audio (a full batch), {long:.0f} MB for 18 min"
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.real_model
+def test_empty_streams_and_bad_input(engine: WhisperEngine) -> None:
+    from ovbatch.errors import InputError
+
+    empty = engine.transcribe([], TranscribeOptions(language="en"))
+    assert (empty.text, empty.duration_s, empty.language) == ("", 0.0, "en")
+    assert engine.transcribe_many([], TranscribeOptions()) == []
+    with pytest.raises(InputError, match="1-D mono"):
+        engine.transcribe([np.zeros((10, 2), dtype=np.float32)], TranscribeOptions())
+    with pytest.raises(InputError, match="language 'xx'"):
+        engine.transcribe([np.zeros(16000, dtype=np.float32)], TranscribeOptions(language="xx"))

@@ -58,3 +58,15 @@ def test_batch_stacks_windows() -> None:
     mel = LogMel().batch([signals["noise 7 s"], signals["silence"]])
     assert mel.shape == (2, 80, 3000)
     assert np.array_equal(mel[1], LogMel()(signals["silence"]))
+
+
+def test_faster_whisper_padding_differs_only_for_short_windows() -> None:
+    signals = _signals()
+    mel = LogMel()
+    full = signals["full 30 s window"]
+    edge = np.abs(mel.padded_after(full) - mel(full))[:, :-1].max()  # the last frame sees the padding
+    assert edge < 1e-5, f"a full window must not depend on padding (differs by {edge:.2e})"
+    short = mel.padded_after(signals["noise 7 s"])
+    frames = 7 * 100
+    assert short.shape == (80, 3000) and not short[:, frames + 1 :].any(), "log-mel padding must be zeros"
+    assert np.abs(short[:, : frames - 1] - mel(signals["noise 7 s"])[:, : frames - 1]).max() < 1e-5

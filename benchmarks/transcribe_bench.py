@@ -1,0 +1,286 @@
+"""Transcription speed and accuracy, side by side in one run (issue 3).
+
+    .venv/bin/python -m benchmarks.transcribe_bench [--skip-torch] [--rss-jobs 200]
+
+Audio: the 36 espeak-ng sentences of benchmarks/speech.py (6 voices and speeds) and two long files
+(3+ minutes each). Real Whisper base from PyPI, greedy decoding (beam 1), 2 threads, English.
+Compared:
+  ovbatch      end to end: `ovbatch transcribe --wait` -> Redis -> one worker (2 threads) ->
+               encrypted registry -> outputs in a file:// store; wall time from submit to batch end,
+               the worker's model load included (it starts cold)
+  fw-int8      faster-whisper int8, sequential, beam_size=1, cpu_threads=2, same CTranslate2 weights
+  fw-fp32      faster-whisper float32, same
+  fw-batched8  faster-whisper BatchedInferencePipeline(batch_size=8), long files only
+  torch-fp32   transformers WhisperForConditionalGeneration fp32 (rebuilt from the same weights)
+Also: queue overhead (no-op job round trip), model cache hit vs cold acquire, worker RSS before and
+after many jobs. Results go to stdout as JSON and to benchmarks/out/transcribe_bench.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import soundfile as sf
+
+from benchmarks.speech import SENTENCES, make_clips, make_long_file, wer
+
+REPO = Path(__file__).resolve().parents[1]
+OUT = REPO / "benchmarks" / "out"
+SPEECH = REPO / ".cache" / "speech"
+CT2 = REPO / ".cache" / "models" / "whisper-base-ct2"
+OVBATCH = str(Path(sys.executable).with_name("ovbatch"))
+THREADS = 2
+
+
+def audio_seconds(paths: list[Path]) -> float:
+    return sum(sf.info(str(p)).duration for p in paths)
+
+
+def long_files() -> list[tuple[Path, str]]:
+    half = len(SENTENCES) // 2
+    a = make_long_file(SPEECH, "long-a.wav", SENTENCES * 2, "en-us")
+    b = make_long_file(SPEECH, "long-b.wav", (SENTENCES[half:] + SENTENCES[:half]) * 2, "en-gb")
+    return [a, b]
+
+
+def measure(name: str, paths: list[Path], refs: list[str], run: Any) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    hyps = run(paths)
+    wall = time.perf_counter() - t0
+    result = {
+        "engine": name,
+        "files": len(paths),
+        "audio_s": round(audio_seconds(paths), 1),
+        "wall_s": round(wall, 2),
+        "rtfx": round(audio_seconds(paths) / wall, 2),
+        "wer_pct": round(wer(refs, hyps) * 100, 2),
+    }
+    print(json.dumps(result), flush=True)
+    return result
+
+
+def faster_whisper(compute_type: str, batched: bool = False) -> Any:
+    from faster_whisper import BatchedInferencePipeline, WhisperModel
+
+    model = WhisperModel(str(CT2), device="cpu", compute_type=compute_type, cpu_threads=THREADS)
+    pipe = BatchedInferencePipeline(model) if batched else None
+
+    def run(paths: list[Path]) -> list[str]:
+        out = []
+        for p in paths:
+            if pipe is not None:
+                segments, _ = pipe.transcribe(str(p), beam_size=1, language="en", batch_size=8)
+            else:
+                segments, _ = model.transcribe(str(p), beam_size=1, language="en")
+            out.append("".join(s.text for s in segments))
+        return out
+
+    return run
+
+
+def torch_fp32(work: Path) -> Any:
+    import torch
+    from transformers import WhisperForConditionalGeneration, WhisperProcessor, pipeline
+
+    from ovbatch.registry.ct2 import rebuild_hf_whisper
+
+    torch.set_num_threads(THREADS)
+    rebuild_hf_whisper(CT2, work / "hf")
+    model = WhisperForConditionalGeneration.from_pretrained(work / "hf").eval()
+    proc = WhisperProcessor.from_pretrained(work / "hf")
+    asr = pipeline(
+        "automatic-speech-recognition",
+        model=model,
+        tokenizer=proc.tokenizer,
+        feature_extractor=proc.feature_extractor,
+        chunk_length_s=30,
+        device="cpu",
+    )
+
+    def run(paths: list[Path]) -> list[str]:
+        out = []
+        for p in paths:
+            audio, _ = sf.read(str(p), dtype="float32")
+            with torch.inference_mode():
+                r = asr(audio, generate_kwargs={"language": "en", "task": "transcribe", "num_beams": 1})
+            out.append(r["text"])
+        return out
+
+    return run
+
+
+class Ovbatch:
+    """A real deployment in miniature: Redis, one worker process, an encrypted file:// registry."""
+
+    def __init__(self, work: Path, redis_url: str):
+        self.work = work
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("OVBATCH_")}
+        self.env.update(
+            OVBATCH_BROKER_URL=redis_url,
+            OVBATCH_STORAGE_URL=(work / "storage").as_uri(),
+            OVBATCH_KEYRING=str(work / "keyring.json"),
+        )
+        subprocess.run([OVBATCH, "keys", "new"], env=self.env, check=True, capture_output=True)
+        subprocess.run(
+            [OVBATCH, "models", "import", str(CT2), "--name", "whisper-base"],
+            env=self.env,
+            check=True,
+            capture_output=True,
+        )
+        self.worker: subprocess.Popen[bytes] | None = None
+        self.runs = 0
+
+    def start_worker(self) -> None:
+        cpus = ",".join(str(c) for c in sorted(os.sched_getaffinity(0))[:THREADS])
+        log = open(self.work / "worker.log", "ab")  # noqa: SIM115
+        self.worker = subprocess.Popen(
+            [OVBATCH, "worker", "--device", "CPU", "--cpus", cpus], env=self.env, stdout=log, stderr=subprocess.STDOUT
+        )
+        import redis
+
+        client = redis.Redis.from_url(self.env["OVBATCH_BROKER_URL"])
+        for _ in range(600):
+            if list(client.scan_iter("ovbatch:worker:*")):
+                return
+            time.sleep(0.2)
+        raise RuntimeError("worker did not start; see " + str(self.work / "worker.log"))
+
+    def stop(self) -> None:
+        if self.worker is not None:
+            self.worker.terminate()
+            self.worker.wait(timeout=60)
+
+    def run(self, paths: list[Path]) -> list[str]:
+        self.runs += 1
+        src, out = self.work / f"in-{self.runs}", self.work / f"out-{self.runs}"
+        src.mkdir()
+        for p in paths:
+            shutil.copy(p, src / p.name)
+        subprocess.run(
+            [
+                OVBATCH,
+                "transcribe",
+                str(src),
+                "--model",
+                "whisper-base",
+                "--language",
+                "en",
+                "--out",
+                str(out),
+                "--format",
+                "txt,json",
+                "--wait",
+            ],
+            env=self.env,
+            check=True,
+            capture_output=True,
+        )
+        return [(out / p.with_suffix(".txt").name).read_text() for p in paths]
+
+    def rss_kib(self) -> int:
+        assert self.worker is not None
+        for line in Path(f"/proc/{self.worker.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        return 0
+
+    def noop_round_trip_ms(self, n: int = 50) -> float:
+        from ovbatch.settings import Settings
+        from ovbatch.workers.app import make_app, queue_for
+        from ovbatch.workers.tasks import NOOP
+
+        app = make_app(Settings.from_env(self.env))
+        times = []
+        for i in range(n):
+            t0 = time.perf_counter()
+            app.send_task(NOOP, args=[{"i": i}], queue=queue_for("CPU")).get(timeout=30)
+            times.append(time.perf_counter() - t0)
+        return round(statistics.median(times) * 1000, 2)
+
+
+def cache_hit_vs_cold(work: Path) -> dict[str, float]:
+    """One process: acquire the model cold (fetch + decrypt + compile), then again from the cache."""
+    from ovbatch.settings import Settings
+    from ovbatch.workers.main import build_embedded_context
+
+    env = {"OVBATCH_STORAGE_URL": (work / "storage").as_uri(), "OVBATCH_KEYRING": str(work / "keyring.json")}
+    ctx = build_embedded_context(Settings.from_env(env), "CPU")
+    t0 = time.perf_counter()
+    ctx.engine_for("whisper-base@1", "CPU")
+    cold = time.perf_counter() - t0
+    hits = []
+    for _ in range(20):
+        t0 = time.perf_counter()
+        ctx.engine_for("whisper-base@1", "CPU")
+        hits.append(time.perf_counter() - t0)
+    hit = statistics.median(hits)
+    return {
+        "cold_acquire_s": round(cold, 3),
+        "cached_acquire_ms": round(hit * 1000, 3),
+        "cached_over_cold_pct": round(hit / cold * 100, 3),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--skip-torch", action="store_true")
+    parser.add_argument("--rss-jobs", type=int, default=200)
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/14")
+    args = parser.parse_args()
+    import redis
+
+    redis.Redis.from_url(args.redis_url).flushdb()
+    refs = make_clips(SPEECH)
+    short = [SPEECH / n for n in refs]
+    short_refs = list(refs.values())
+    longs = long_files()
+    long_paths, long_refs = [p for p, _ in longs], [t for _, t in longs]
+    results: dict[str, Any] = {"short": [], "long": [], "threads": THREADS}
+    work = Path(tempfile.mkdtemp(prefix="ovbatch-bench-"))
+    ov = Ovbatch(work, args.redis_url)
+    try:
+        ov.start_worker()
+        engines: list[tuple[str, Any, bool]] = [
+            ("ovbatch", ov.run, True),
+            ("fw-int8", faster_whisper("int8"), True),
+            ("fw-fp32", faster_whisper("float32"), True),
+            ("fw-batched8", faster_whisper("int8", batched=True), False),
+        ]
+        if not args.skip_torch:
+            engines.append(("torch-fp32", torch_fp32(work), True))
+        for name, run, on_short in engines:
+            if on_short:
+                results["short"].append(measure(name, short, short_refs, run))
+            results["long"].append(measure(name, long_paths, long_refs, run))
+        results["queue_noop_round_trip_ms"] = ov.noop_round_trip_ms()
+        rss_before = ov.rss_kib()
+        done = 0
+        while done < args.rss_jobs:
+            ov.run(short[: min(len(short), args.rss_jobs - done)])
+            done += min(len(short), args.rss_jobs - done)
+        results["worker_rss_mib"] = {
+            "before": round(rss_before / 1024, 1),
+            "after": round(ov.rss_kib() / 1024, 1),
+            "jobs": done,
+        }
+    finally:
+        ov.stop()
+    results["model_cache"] = cache_hit_vs_cold(work)
+    shutil.rmtree(work, ignore_errors=True)
+    OUT.mkdir(exist_ok=True)
+    (OUT / "transcribe_bench.json").write_text(json.dumps(results, indent=2))
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
