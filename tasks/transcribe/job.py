@@ -44,6 +44,7 @@ class Outcome:
             "language": self.language,
             "error": self.error,
             "attempts": attempts,
+            "retryable": self.retryable,
         }
 
 
