@@ -197,3 +197,49 @@ def test_sigkilled_worker_job_is_redelivered_and_written_once(
         ["long.txt", "long.srt", "long.vtt", "long.json", f"batch-{bid}.json"]
     )
     assert len(list((out / ".ovbatch" / "jobs").iterdir())) == 1
+
+
+def test_s3_prefix_and_zip_in_s3_out_through_a_worker(
+    env: dict[str, str], workers: Workers, tmp_path: Path, s3_endpoint: str
+) -> None:
+    import zipfile
+
+    import boto3
+
+    creds = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+    env.update(creds, OVBATCH_S3_ENDPOINT_URL=s3_endpoint)
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=s3_endpoint,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name="us-east-1",
+    )
+    s3.create_bucket(Bucket="calls")
+    s3.put_object(Bucket="calls", Key="2024/march/quilter.wav", Body=(EXAMPLES / "quilter.wav").read_bytes())
+    s3.put_object(Bucket="calls", Key="2024/notes.txt", Body=b"not audio, not picked up from a prefix")
+    with zipfile.ZipFile(tmp_path / "talks.zip", "w") as zf:
+        zf.write(EXAMPLES / "subtitles.ogg", "day1/subtitles.ogg")
+    workers.start()
+    done = cli(
+        env,
+        "transcribe",
+        "s3://calls/2024/",
+        str(tmp_path / "talks.zip"),
+        "--model",
+        "whisper-base",
+        "--out",
+        "s3://calls/transcripts/",
+        "--wait",
+    )
+    bid = batch_id_of(done.stdout)
+    s = status(env, bid)["summary"]
+    assert (s["done"], s["failed"]) == (2, 0), s
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket="calls", Prefix="transcripts/")["Contents"]}
+    assert {
+        "transcripts/march/quilter.srt",
+        "transcripts/talks.zip/day1/subtitles.vtt",
+        f"transcripts/batch-{bid}.json",
+    } <= keys, keys
+    text = s3.get_object(Bucket="calls", Key="transcripts/march/quilter.txt")["Body"].read().decode()
+    assert "Quilter is the apostle" in text
