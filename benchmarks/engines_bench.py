@@ -1,0 +1,114 @@
+"""Which engine makes the transcription path fastest: openvino_genai's WhisperPipeline, optimum-intel's
+OVModelForSpeechSeq2Seq, and ovbatch's own engine one file at a time and batched across files.
+
+    .venv/bin/python -m benchmarks.engines_bench
+
+Engines alone (no queue, no storage), warm, the same OpenVINO IR of the real Whisper base, greedy,
+language "en", default CPU precision (bf16 here), 2 cores. WhisperPipeline and optimum-intel read
+the IR from a plaintext folder (benchmarks/out/whisper-base-ir, made by cold_load.py's setup): that
+is fine for a measurement, and it is exactly why ovbatch cannot use WhisperPipeline (folder paths
+only; a decrypted model never touches the disk). ovbatch's engine runs from the encrypted registry.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import soundfile as sf
+
+from benchmarks.cold_load import IR, OUT, setup
+from benchmarks.speech import make_clips, wer
+from benchmarks.transcribe_bench import SPEECH, long_files
+
+
+def timed(name: str, paths: list[Path], refs: list[str], run: Callable[[list[Path]], list[str]]) -> dict[str, object]:
+    audio_s = sum(sf.info(str(p)).duration for p in paths)
+    run(paths[:1])  # warm-up: first inference allocates
+    t0 = time.perf_counter()
+    hyps = run(paths)
+    wall = time.perf_counter() - t0
+    row = {
+        "engine": name,
+        "files": len(paths),
+        "audio_s": round(audio_s, 1),
+        "rtfx": round(audio_s / wall, 2),
+        "wer_pct": round(wer(refs, hyps) * 100, 2),
+    }
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def load(p: Path):  # type: ignore[no-untyped-def]
+    audio, rate = sf.read(str(p), dtype="float32")
+    assert rate == 16000
+    return audio
+
+
+def genai() -> Callable[[list[Path]], list[str]]:
+    import openvino_genai as ov_genai
+
+    pipe = ov_genai.WhisperPipeline(str(IR), "CPU")
+    return lambda paths: [pipe.generate(load(p).tolist(), language="<|en|>", task="transcribe").texts[0] for p in paths]
+
+
+def optimum() -> Callable[[list[Path]], list[str]]:
+    from optimum.intel import OVModelForSpeechSeq2Seq
+    from transformers import WhisperProcessor, pipeline
+
+    model = OVModelForSpeechSeq2Seq.from_pretrained(str(IR), device="CPU")
+    proc = WhisperProcessor.from_pretrained(str(IR))
+    asr = pipeline(
+        "automatic-speech-recognition",
+        model=model,
+        tokenizer=proc.tokenizer,
+        feature_extractor=proc.feature_extractor,
+        chunk_length_s=30,
+    )
+    kwargs = {"language": "en", "task": "transcribe", "num_beams": 1}
+    return lambda paths: [asr(load(p), generate_kwargs=kwargs)["text"] for p in paths]
+
+
+def ours(batched: bool) -> Callable[[list[Path]], list[str]]:
+    from ovbatch.crypto.keyring import Keyring
+    from ovbatch.ov import make_core
+    from ovbatch.registry.loader import load_and_compile
+    from ovbatch.registry.refs import ModelRef
+    from ovbatch.registry.registry import Registry
+    from ovbatch.storage.file import FileStore
+    from ovbatch.tasks.transcribe import audio
+    from ovbatch.tasks.transcribe.engine import WhisperEngine
+    from ovbatch.tasks.transcribe.types import TranscribeOptions
+
+    registry = Registry(FileStore(OUT / "registry"), Keyring.load(OUT / "keyring.json"))
+    version, compiled = load_and_compile(registry, ModelRef("whisper-base"), make_core(), "CPU")
+    engine = WhisperEngine.from_loaded(version, compiled)
+    options = TranscribeOptions(language="en")
+    if batched:
+        return lambda paths: [t.text for t in engine.transcribe_many([load(p) for p in paths], options)]
+    return lambda paths: [engine.transcribe(audio.iter_blocks(p, p.name), options).text for p in paths]
+
+
+def main() -> None:
+    setup()
+    refs = make_clips(SPEECH)
+    short, short_refs = [SPEECH / n for n in refs], list(refs.values())
+    longs = long_files()
+    long_paths, long_refs = [p for p, _ in longs], [t for _, t in longs]
+    rows = []
+    for name, make in (
+        ("ovbatch engine, one file at a time", lambda: ours(False)),
+        ("ovbatch engine, batched across files", lambda: ours(True)),
+        ("openvino_genai WhisperPipeline", genai),
+        ("optimum-intel OVModelForSpeechSeq2Seq", optimum),
+    ):
+        run = make()
+        rows.append({**timed(name, short, short_refs, run), "set": "short"})
+        rows.append({**timed(name, long_paths, long_refs, run), "set": "long"})
+    (OUT / "engines_bench.json").write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()
