@@ -187,9 +187,12 @@ def _run_embedded(
     errors: list[BaseException] = []
 
     def run_all() -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        # as a worker does: several jobs at once, their windows batched through one engine
         try:
-            for job in sub.queued:
-                process_job(worker, job.to_json())
+            with ThreadPoolExecutor(max_workers=worker.batch_files, thread_name_prefix="ovbatch-job") as pool:
+                list(pool.map(lambda job: process_job(worker, job.to_json()), sub.queued))
         except BaseException as exc:  # surfaced below, after the progress display ends
             errors.append(exc)
             store.cancel(sub.batch_id)

@@ -59,6 +59,8 @@ class Settings:
     max_audio_duration_s: float = 4 * 3600.0
     cache_max_models: int = 4
     cache_max_bytes: int = 8 << 30
+    # jobs a worker runs at once (threads); their audio windows are batched through one engine
+    worker_batch_files: int = 8
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, cwd: Path | None = None) -> Settings:
@@ -75,6 +77,7 @@ class Settings:
                 ("max_audio_duration_s", cls.max_audio_duration_s),
                 ("cache_max_models", cls.cache_max_models),
                 ("cache_max_bytes", cls.cache_max_bytes),
+                ("worker_batch_files", cls.worker_batch_files),
             )
         }
         if numbers["job_time_limit_s"] >= numbers["visibility_timeout_s"]:
@@ -98,6 +101,7 @@ class Settings:
             max_audio_duration_s=float(numbers["max_audio_duration_s"]),
             cache_max_models=int(numbers["cache_max_models"]),
             cache_max_bytes=int(numbers["cache_max_bytes"]),
+            worker_batch_files=int(numbers["worker_batch_files"]),
         )
 
     def masked(self) -> dict[str, str]:
@@ -113,4 +117,5 @@ class Settings:
             "max_audio_duration_s": str(self.max_audio_duration_s),
             "cache_max_models": str(self.cache_max_models),
             "cache_max_bytes": str(self.cache_max_bytes),
+            "worker_batch_files": str(self.worker_batch_files),
         }

@@ -10,7 +10,7 @@ What Celery 5.7 / kombu 5.7 do with Redis (read in kombu/transport/redis.py):
   job_time_limit_s < visibility_timeout_s in Settings).
 * A worker killed with SIGKILL never acknowledges: its job comes back once the visibility timeout
   has passed since delivery, to whichever worker polls next. ``reject_on_worker_lost`` requeues at
-  once when a prefork *child* dies; our workers use the solo pool (OpenVINO is not fork-safe), so
+  once when a prefork *child* dies; our workers use the threads pool (OpenVINO is not fork-safe), so
   for them redelivery after the visibility timeout is the path, and job outputs are idempotent.
 """
 
@@ -40,7 +40,8 @@ def make_app(settings: Settings) -> Celery:
         task_acks_late=True,
         # a prefork child killed by the OOM killer or a signal: requeue instead of losing the job
         task_reject_on_worker_lost=True,
-        # each worker holds one job at a time; a second prefetched job would wait behind an hour-long one
+        # a worker holds only as many jobs as it runs at once (its threads); more would wait behind
+        # hour-long ones while other workers idle
         worker_prefetch_multiplier=1,
         # redelivery happens only after this; it must exceed the longest job (see module docstring)
         broker_transport_options=transport,
@@ -51,7 +52,8 @@ def make_app(settings: Settings) -> Celery:
         # results are small JSON summaries; the outputs live in object storage
         result_expires=7 * 24 * 3600,
         task_track_started=True,
-        worker_pool="solo",
+        # threads, not prefork: OpenVINO is not fork-safe, and threads share one compiled model
+        worker_pool="threads",
         worker_hijack_root_logger=False,
         broker_connection_retry_on_startup=True,
         task_default_queue=queue_for("CPU"),

@@ -1,7 +1,7 @@
-"""Start a worker: check the device, pin CPUs, make the per-process resources, run Celery (solo pool).
+"""Start a worker: check the device, pin CPUs, make the per-process resources, run Celery (threads pool).
 
-The solo pool runs jobs in this process and never forks, so the ``ov.Core`` made here is safe:
-OpenVINO is not fork-safe.
+The threads pool runs jobs in this process and never forks, so the ``ov.Core`` made here is safe:
+OpenVINO is not fork-safe. Jobs running at once share the compiled model through a batcher.
 """
 
 from __future__ import annotations
@@ -66,6 +66,7 @@ def build_context(settings: Settings, device: str, cpus: list[int] | None, name:
         redis=client,
         cpus=cpus,
         compile_config=config,
+        batch_files=settings.worker_batch_files,
     )
 
 
@@ -86,6 +87,7 @@ def build_embedded_context(settings: Settings, device: str) -> WorkerContext:
         device=device,
         hostname=f"embedded-{os.getpid()}@{socket.gethostname()}",
         cache=ModelCache(settings.cache_max_models, settings.cache_max_bytes),
+        batch_files=settings.worker_batch_files,
     )
 
 
@@ -104,8 +106,8 @@ def run_worker(
         app.worker_main(
             [
                 "worker",
-                "--pool=solo",
-                "--concurrency=1",
+                "--pool=threads",
+                f"--concurrency={ctx.batch_files}",
                 f"--queues={queue}",
                 f"--hostname={ctx.hostname}",
                 f"--loglevel={loglevel}",

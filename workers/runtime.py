@@ -18,6 +18,7 @@ from ovbatch.settings import Settings
 from ovbatch.storage import ObjectStore, open_store
 from ovbatch.tasks.transcribe import job as transcribe_job
 from ovbatch.tasks.transcribe.spec import TranscribeJob
+from ovbatch.workers.batcher import Batcher
 from ovbatch.workers.cache import CacheKey, ModelCache
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,7 @@ class JobLocked(Exception):
 class LoadedEngine:
     engine: Any
     version: Any
+    batcher: Batcher
 
     def release(self) -> None:
         self.version.wipe()
@@ -49,16 +51,23 @@ class WorkerContext:
     redis: Any = None  # None in embedded mode: no locks needed, one process
     cpus: list[int] | None = None
     jobs_done: int = 0
-    current_job: str | None = None
     compile_config: dict[str, Any] = field(default_factory=dict)
     after_job: Callable[[], None] = lambda: None
+    batch_files: int = 8  # jobs run at once in threads; their windows are batched (workers/batcher.py)
+    running: set[str] = field(default_factory=set)
+    _load_lock: threading.Lock = field(default_factory=threading.Lock)
     _stores: dict[str, ObjectStore] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def store(self, url: str) -> ObjectStore:
-        if url not in self._stores:
-            self._stores[url] = open_store(url, s3_endpoint_url=self.settings.s3_endpoint_url)
-        return self._stores[url]
+        with self._lock:
+            if url not in self._stores:
+                self._stores[url] = open_store(url, s3_endpoint_url=self.settings.s3_endpoint_url)
+            return self._stores[url]
+
+    @property
+    def current_job(self) -> str | None:
+        return ", ".join(sorted(self.running)) or None
 
     def engine_for(self, model: str, device: str) -> Any:
         from ovbatch.tasks.transcribe.engine import WhisperEngine
@@ -70,10 +79,12 @@ class WorkerContext:
         def load() -> tuple[LoadedEngine, int]:
             version, compiled = load_and_compile(self.registry, ref, self.core, device, config=self.compile_config)
             size = sum(int(b.nbytes) for b in version.buffers.values())
-            return LoadedEngine(WhisperEngine.from_loaded(version, compiled), version), size
+            engine = WhisperEngine.from_loaded(version, compiled)
+            return LoadedEngine(engine, version, Batcher(engine, max_files=self.batch_files)), size
 
-        loaded, _hit = self.cache.get_or_load(key, f"{ref}@{device}", load)
-        return loaded.engine
+        with self._load_lock:  # two job threads missing at once load the model once
+            loaded, _hit = self.cache.get_or_load(key, f"{ref}@{device}", load)
+        return loaded.batcher
 
     def job_env(self) -> transcribe_job.JobEnv:
         registry_store = self.registry.store
@@ -93,15 +104,19 @@ class WorkerContext:
             return
         if not self.redis.set(self._lock_key(job_id), self.hostname, nx=True, ex=LOCK_TTL_S):
             raise JobLocked(job_id)
-        self.current_job = job_id
+        with self._lock:
+            self.running.add(job_id)
 
     def refresh_lock(self) -> None:
-        job_id = self.current_job
-        if self.redis is not None and job_id:
-            self.redis.expire(self._lock_key(job_id), LOCK_TTL_S)
+        with self._lock:
+            running = list(self.running)
+        for job_id in running:
+            if self.redis is not None:
+                self.redis.expire(self._lock_key(job_id), LOCK_TTL_S)
 
     def release(self, job_id: str) -> None:
-        self.current_job = None
+        with self._lock:
+            self.running.discard(job_id)
         if self.redis is not None:
             self.redis.delete(self._lock_key(job_id))
 
@@ -121,7 +136,8 @@ def process_job(ctx: WorkerContext, payload: dict[str, Any], attempt: int = 1) -
         record["worker"] = ctx.hostname
         if ctx.batches.set_job(job.batch_id, job.job_id, record) == "finished":
             write_report(ctx.batches, job.batch_id, ctx.store(job.out_url))
-        ctx.jobs_done += 1
+        with ctx._lock:
+            ctx.jobs_done += 1
         ctx.after_job()
         return record
     finally:
