@@ -18,7 +18,7 @@ from .helpers import clean_errors, human_bytes, settings_of
 @click.pass_context
 @clean_errors
 def worker(ctx: click.Context, device: str, cpus: str | None, name: str | None, loglevel: str) -> None:
-    """Run a worker pinned to one OpenVINO device (one job at a time; start several to scale)."""
+    """Run a worker pinned to one OpenVINO device (several jobs at once, batched; start more to scale)."""
     from ovbatch.workers.main import parse_cpus, run_worker
 
     settings = settings_of(ctx)

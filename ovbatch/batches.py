@@ -97,6 +97,17 @@ def _summary(fields: dict[str, str]) -> dict[str, Any]:
     return out
 
 
+def _initial_fields(meta: dict[str, Any], jobs: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """A new batch's hash fields: counts per state; ended at once if nothing is left to run."""
+    counts = Counter(j["status"] for j in jobs.values())
+    now = str(time.time())
+    fields = {"meta": json.dumps(meta), "total": str(len(jobs)), "created_s": now}
+    fields.update({s: str(counts.get(s, 0)) for s in STATES})
+    if not counts.get("queued") and not counts.get("running"):
+        fields["ended_s"] = now
+    return fields
+
+
 class RedisBatchStore(BatchStore):
     def __init__(self, client: Any, prefix: str = "ovbatch"):
         self.client = client
@@ -115,12 +126,7 @@ class RedisBatchStore(BatchStore):
     ) -> None:
         bkey, jkey = self._keys(batch_id)
         skey = f"{bkey}:specs"
-        counts = Counter(j["status"] for j in jobs.values())
-        now = time.time()
-        fields: dict[str, Any] = {"meta": json.dumps(meta), "total": len(jobs), "created_s": now}
-        fields.update({s: counts.get(s, 0) for s in STATES})
-        if not counts.get("queued") and not counts.get("running"):
-            fields["ended_s"] = now
+        fields = _initial_fields(meta, jobs)
         pipe = self.client.pipeline()
         pipe.hset(bkey, mapping=fields)
         if jobs:
@@ -128,7 +134,7 @@ class RedisBatchStore(BatchStore):
         if specs:
             pipe.hset(skey, mapping={k: json.dumps(v) for k, v in specs.items()})
         pipe.expire(bkey, BATCH_TTL_S).expire(jkey, BATCH_TTL_S).expire(skey, BATCH_TTL_S)
-        pipe.zadd(f"{self.prefix}:batches", {batch_id: now})
+        pipe.zadd(f"{self.prefix}:batches", {batch_id: float(fields["created_s"])})
         pipe.execute()
 
     def set_job(self, batch_id: str, job_id: str, record: dict[str, Any]) -> str:
@@ -179,12 +185,7 @@ class MemoryBatchStore(BatchStore):
         jobs: dict[str, dict[str, Any]],
         specs: dict[str, dict[str, Any]] | None = None,
     ) -> None:
-        counts = Counter(j["status"] for j in jobs.values())
-        now = str(time.time())
-        fields = {"meta": json.dumps(meta), "total": str(len(jobs)), "created_s": now}
-        fields.update({s: str(counts.get(s, 0)) for s in STATES})
-        if not counts.get("queued") and not counts.get("running"):
-            fields["ended_s"] = now
+        fields = _initial_fields(meta, jobs)
         with self._lock:
             self._batches[batch_id] = fields
             self._jobs[batch_id] = {k: dict(v) for k, v in jobs.items()}
