@@ -49,9 +49,12 @@ unit: $(STAMP) system-deps redis
 
 test: lint typecheck unit
 
-bench: $(STAMP)
-	$(BIN)/python benchmarks/crypto_throughput.py
-	$(BIN)/python benchmarks/cold_load.py
+bench: $(STAMP) system-deps redis
+	$(BIN)/python benchmarks/crypto_throughput.py --mib 512 --repeats 5
+	$(BIN)/python benchmarks/cold_load.py --repeats 9
+	$(BIN)/python -m benchmarks.transcribe_bench
+	$(BIN)/python -m benchmarks.engines_bench
+	$(BIN)/python -m benchmarks.engine_ablation
 
 clean:
 	rm -rf build dist .cache/typecheck *.egg-info
