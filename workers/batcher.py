@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,35 +36,66 @@ class _Request:
             self.error = exc
 
 
+class ModelRetired(RuntimeError):
+    """Raised when a job reaches a model the cache has just evicted; running the job again reloads it."""
+
+
 class Batcher:
     def __init__(self, engine: Any, max_files: int = 8, gather_s: float = 0.05):
         self.engine = engine
         self.max_files = max_files
         self.gather_s = gather_s
-        self._queue: queue.Queue[_Request] = queue.Queue()
+        self._queue: queue.Queue[_Request | Callable[[], None]] = queue.Queue()
         self._held: list[_Request] = []  # taken from the queue but waiting for a group with their options
+        self._gate = threading.Lock()
+        self._retired = False
         threading.Thread(target=self._loop, name="ovbatch-batcher", daemon=True).start()
 
     def transcribe(self, blocks: Iterable[np.ndarray], options: TranscribeOptions) -> Transcript:
         """Called from job threads: same signature as the engine's, so jobs need not know."""
         request = _Request(blocks, options)
-        self._queue.put(request)
+        with self._gate:
+            if self._retired:
+                raise ModelRetired("the model was evicted from this worker's cache while the job started")
+            self._queue.put(request)
         return request.future.result()
 
-    def _next_group(self) -> list[_Request]:
-        first = self._held.pop(0) if self._held else self._queue.get()
+    def retire(self, then: Callable[[], None]) -> None:
+        """Finish what is queued, then run ``then`` (wiping the weights) on the batcher's thread:
+        evicting a model never pulls its memory from under a running group."""
+        with self._gate:
+            self._retired = True
+            self._queue.put(then)
+
+    def _next_group(self) -> list[_Request] | Callable[[], None]:
+        if self._held:
+            first = self._held.pop(0)
+        else:
+            item = self._queue.get()
+            if not isinstance(item, _Request):
+                return item
+            first = item
         group = [first]
         while len(group) < self.max_files:
             try:
-                request = self._queue.get(timeout=self.gather_s)
+                item = self._queue.get(timeout=self.gather_s)
             except queue.Empty:
                 break
-            (group if request.options == first.options else self._held).append(request)
+            if not isinstance(item, _Request):
+                self._queue.put(item)  # retirement comes after everything already queued
+                break
+            (group if item.options == first.options else self._held).append(item)
         return group
 
     def _loop(self) -> None:
         while True:
             group = self._next_group()
+            if not isinstance(group, list):
+                if self._held:  # requests held for another options group still go first
+                    self._queue.put(group)
+                    continue
+                group()
+                return
             try:
                 results = self.engine.transcribe_streams([r.guarded() for r in group], group[0].options)
             except BaseException as exc:  # the engine itself failed: every file of the group fails

@@ -18,7 +18,7 @@ from ovbatch.settings import Settings
 from ovbatch.storage import ObjectStore, open_store
 from ovbatch.tasks.transcribe import job as transcribe_job
 from ovbatch.tasks.transcribe.spec import TranscribeJob
-from ovbatch.workers.batcher import Batcher
+from ovbatch.workers.batcher import Batcher, ModelRetired
 from ovbatch.workers.cache import CacheKey, ModelCache
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ class LoadedEngine:
     batcher: Batcher
 
     def release(self) -> None:
-        self.version.wipe()
+        self.batcher.retire(then=self.version.wipe)
 
 
 @dataclass
@@ -128,7 +128,10 @@ def process_job(ctx: WorkerContext, payload: dict[str, Any], attempt: int = 1) -
     try:
         ctx.batches.set_job(job.batch_id, job.job_id, _running(job, attempt, ctx.hostname))
         try:
-            outcome = transcribe_job.run(job, ctx.job_env())
+            try:
+                outcome = transcribe_job.run(job, ctx.job_env())
+            except ModelRetired:  # evicted between lookup and use: the next lookup loads it again
+                outcome = transcribe_job.run(job, ctx.job_env())
         except Exception as exc:  # not the file's fault (storage, model, bug): failed, `ovbatch retry` may rerun
             log.exception("job %s (%s) failed", job.job_id, job.display)
             outcome = transcribe_job.Outcome("failed", error=f"{type(exc).__name__}: {exc}", retryable=True)

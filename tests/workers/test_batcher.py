@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -38,3 +39,24 @@ def test_batched_jobs_match_one_at_a_time_and_bad_audio_fails_alone(
     assert [r.text for r in (results[0], results[2], results[3])] == alone  # type: ignore[union-attr]
     other = batcher.transcribe(audio.iter_blocks(CLIPS[0], "q"), TranscribeOptions(language="en", task="translate"))
     assert "Quilter" in other.text
+
+
+def test_retiring_waits_for_queued_work_then_refuses(whisper_home: dict[str, str]) -> None:
+    from ovbatch.workers.batcher import ModelRetired
+
+    ctx = build_embedded_context(Settings.from_env(whisper_home), "CPU")
+    batcher = ctx.engine_for("whisper-base@1", "CPU")
+    options = TranscribeOptions(language="en")
+    wiped = []
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        running = pool.submit(batcher.transcribe, audio.iter_blocks(CLIPS[0], "q"), options)
+        time.sleep(0.01)
+        batcher.retire(then=lambda: wiped.append(True))
+        # had the weights been wiped under the running group, this text would be garbage
+        assert "Quilter is the apostle" in running.result().text, "a retired model finishes what it was given"
+    deadline = time.time() + 30
+    while not wiped and time.time() < deadline:
+        time.sleep(0.05)
+    assert wiped == [True], "the wipe must run once the queued work is done"
+    with pytest.raises(ModelRetired):
+        batcher.transcribe(audio.iter_blocks(CLIPS[0], "q"), options)
