@@ -34,30 +34,29 @@ from __future__ import annotations
 import contextlib
 import glob
 import hashlib
-import io
-import lzma
 import os
-import tarfile
-import threading
-import zipfile
-import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
-from pathlib import Path, PurePosixPath
-from typing import Any, BinaryIO, NamedTuple, cast
+from pathlib import Path
+from typing import BinaryIO, NamedTuple
 from urllib.parse import unquote, urlsplit
 
+from ovbatch.archives import (
+    ARCHIVE_ERRORS,
+    AUDIO_EXTENSIONS,
+    ArchiveLimits,
+    is_audio,
+    list_tar,
+    list_zip,
+    safe_relpath,
+)
 from ovbatch.errors import BadInputError, OvbatchError
 from ovbatch.storage import ObjectStore, open_store
 
-AUDIO_EXTENSIONS = frozenset(
-    ["wav", "flac", "ogg", "oga", "opus", "mp3", "m4a", "aac", "wma", "webm", "mp4", "mkv", "aiff", "aif", "au", "caf"]
-)  # fmt: skip
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
 MANIFEST_MARK = "@"
 DIGEST_CHUNK_BYTES = 1 << 20
-_ARCHIVE_ERRORS = (OSError, EOFError, zipfile.BadZipFile, tarfile.TarError, zlib.error, lzma.LZMAError)
 
 
 @dataclass(frozen=True)
@@ -77,15 +76,6 @@ class InputProblem:
 class Inputs(NamedTuple):
     items: list[InputItem]
     problems: list[InputProblem]
-
-
-@dataclass(frozen=True)
-class ArchiveLimits:
-    max_member_bytes: int = 4 << 30  # ~6 h of 48 kHz 16-bit stereo wav
-    max_total_bytes: int = 64 << 30
-    max_ratio: float = 100.0  # uncompressed / stored; audio barely compresses, bombs do ~1000:1
-    ratio_min_bytes: int = 16 << 20  # smaller members may compress as well as they like
-    max_members: int = 100_000
 
 
 def enumerate_inputs(
@@ -138,14 +128,11 @@ def _verified_chunks(stream: BinaryIO, digest: str, size: int, display: str) -> 
         raise OvbatchError(f"{display} changed while it was being uploaded; submit it again")
 
 
+def _open_file(path: Path) -> BinaryIO:
+    return open(path, "rb")
+
+
 # --- the collector -----------------------------------------------------------------------------
-
-
-def _is_audio(name: str) -> bool:
-    base = PurePosixPath(name).name
-    if base.startswith("._") or "__MACOSX/" in name:
-        return False
-    return PurePosixPath(base).suffix.lower().lstrip(".") in AUDIO_EXTENSIONS
 
 
 def _is_archive(name: str) -> bool:
@@ -174,7 +161,7 @@ class _Collector:
         """Whatever goes wrong inside becomes a problem for ``display``; the enumeration goes on."""
         try:
             yield
-        except (OvbatchError, *_ARCHIVE_ERRORS) as exc:
+        except (OvbatchError, *ARCHIVE_ERRORS) as exc:
             reason = str(exc) if isinstance(exc, OvbatchError) else f"cannot read: {exc}"
             self.problem(display, f"{reason}{where}")
         except ValueError as exc:  # a NUL byte or unencodable character in a path
@@ -207,7 +194,7 @@ class _Collector:
         if path.is_dir():
             self.add_dir(path, source, "")
         elif path.is_file():
-            name = _safe_relpath(source) if keep_relpath and not Path(source).is_absolute() else None
+            name = safe_relpath(source) if keep_relpath and not Path(source).is_absolute() else None
             self.add_file(path, source, name or path.name)
         elif _has_magic(source):
             self.add_glob(source, base)
@@ -250,7 +237,7 @@ class _Collector:
                     self.add_dir(path, display, f"{rel}/" if rel != "." else "", report_empty=False)
                 elif _is_archive(path.name):
                     self.add_archive(path, display, rel)
-                elif _is_audio(path.name):
+                elif is_audio(path.name):
                     self.add_file(path, display, rel)
         if len(self.items) == before:
             self.problem(pattern, f"{pattern}: matched {len(matches)} paths but no audio files ({_extensions()})")
@@ -293,13 +280,13 @@ class _Collector:
         if not keys and prefix:
             self.add_s3_object(parts.netloc, prefix)
             return
-        audio = [key for key in keys if _is_audio(key)]
+        audio = [key for key in keys if is_audio(key)]
         if not audio:
             found = f"{len(keys)} objects but no audio files" if keys else "nothing"
             raise BadInputError(f"{url}: found {found} under this prefix (looked for {_extensions()})")
         for key in audio:
             display = store.url + key
-            relpath = _safe_relpath(key)
+            relpath = safe_relpath(key)
             if relpath is None:
                 self.problem(display, f"{display}: the key is not a safe relative path ('..' parts)")
                 continue
@@ -316,7 +303,7 @@ class _Collector:
         self.item(display, name, display, partial(store.open, name), store.size(name))
 
     def add_archive(self, path: Path, display: str, relname: str) -> None:
-        members = _list_zip(path, self.limits) if path.name.lower().endswith(".zip") else _list_tar(path, self.limits)
+        members = list_zip(path, self.limits) if path.name.lower().endswith(".zip") else list_tar(path, self.limits)
         identity = str(path.resolve())
         for member in members:
             member_display = f"{display}::{member.name}"
@@ -332,24 +319,6 @@ class _Collector:
 
 def _extensions() -> str:
     return ", ".join(sorted(AUDIO_EXTENSIONS))
-
-
-def _size_text(size_bytes: int) -> str:
-    for unit, name in ((1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")):
-        if size_bytes >= unit:
-            return f"{size_bytes / unit:.1f} {name}"
-    return f"{size_bytes} bytes"
-
-
-def _safe_relpath(name: str) -> str | None:
-    """``name`` as a normalised relative posix path, or None if absolute or climbing out."""
-    unified = name.replace("\\", "/")
-    if unified.startswith("/") or (len(unified) > 1 and unified[1] == ":"):
-        return None
-    parts = [p for p in unified.split("/") if p not in ("", ".")]
-    if not parts or ".." in parts:
-        return None
-    return "/".join(parts)
 
 
 def _literal_base(pattern: str) -> str:
@@ -369,163 +338,6 @@ def _walk_audio(top: Path, on_error: Callable[[OSError], None]) -> Iterator[tupl
         dirs.sort()
         dirs[:] = [d for d in dirs if d != "__MACOSX"]
         for name in sorted(files):
-            if _is_audio(name):
+            if is_audio(name):
                 path = Path(folder) / name
                 yield path, path.relative_to(top).as_posix()
-
-
-# --- archives ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Member:
-    name: str  # the safe relative path, or the raw name when ``problem`` is set
-    size: int
-    open: Callable[[], BinaryIO] | None  # None when ``problem`` is set
-    problem: str | None = None
-
-
-def _open_file(path: Path) -> BinaryIO:
-    return open(path, "rb")
-
-
-def _member_problem(name: str, size: int, stored: int | None, limits: ArchiveLimits) -> str | None:
-    if _safe_relpath(name) is None:
-        return "unsafe member path (absolute, or with '..' parts); it is skipped"
-    if size > limits.max_member_bytes:
-        return f"member is {_size_text(size)}, over the limit of {_size_text(limits.max_member_bytes)}"
-    if stored is not None and size > limits.ratio_min_bytes and size > limits.max_ratio * max(stored, 1):
-        return f"member expands {size / max(stored, 1):.0f} times ({stored} -> {size} bytes): a decompression bomb?"
-    return None
-
-
-def _check_total(total: int, count: int, path: Path, limits: ArchiveLimits) -> None:
-    if count > limits.max_members:
-        raise BadInputError(f"{path.name}: over {limits.max_members} members; split the archive")
-    if total > limits.max_total_bytes:
-        limit = _size_text(limits.max_total_bytes)
-        raise BadInputError(f"{path.name}: its members add up to more than {limit}; split the archive")
-
-
-def _list_zip(path: Path, limits: ArchiveLimits) -> list[_Member]:
-    archive = zipfile.ZipFile(path)  # kept open: members are read through it, from any thread
-    try:
-        return _zip_members(archive, path, limits)
-    except BaseException:
-        archive.close()
-        raise
-
-
-def _zip_members(archive: zipfile.ZipFile, path: Path, limits: ArchiveLimits) -> list[_Member]:
-    _check_total(0, len(archive.infolist()), path, limits)
-    members, total = [], 0
-    for info in archive.infolist():
-        if info.is_dir() or not _is_audio(info.filename):
-            continue
-        problem = _member_problem(info.filename, info.file_size, info.compress_size, limits)
-        if not problem and info.flag_bits & 0x1:
-            problem = "member is encrypted"
-        if problem:
-            members.append(_Member(info.filename, info.file_size, None, problem))
-            continue
-        total += info.file_size
-        _check_total(total, 0, path, limits)
-        name = cast(str, _safe_relpath(info.filename))
-        members.append(_Member(name, info.file_size, partial(_open_zip_member, archive, info)))
-    return members
-
-
-def _open_zip_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> BinaryIO:
-    return cast(BinaryIO, archive.open(info))
-
-
-def _list_tar(path: Path, limits: ArchiveLimits) -> list[_Member]:
-    compressed = not path.name.lower().endswith(".tar")
-    opener = _TarOpener(path)
-    members, total, scanned, count = [], 0, 0, 0
-    with tarfile.open(path) as archive:
-        while (info := archive.next()) is not None:
-            count += 1
-            scanned += info.size if compressed else 0  # listing decompresses every member
-            _check_total(max(total, scanned), count, path, limits)
-            if info.isdir() or not _is_audio(info.name):
-                continue
-            problem = _member_problem(info.name, info.size, None, limits)
-            if not problem and not info.isfile():
-                problem = "member is a link or a special file, not a regular file"
-            if problem:
-                members.append(_Member(info.name, info.size, None, problem))
-                continue
-            total += info.size
-            _check_total(total, count, path, limits)
-            members.append(_Member(cast(str, _safe_relpath(info.name)), info.size, partial(opener.open, info)))
-    stored = path.stat().st_size
-    if compressed and total > limits.ratio_min_bytes and total > limits.max_ratio * max(stored, 1):
-        raise BadInputError(f"{path.name}: expands {total / max(stored, 1):.0f} times: a decompression bomb?")
-    return members
-
-
-class _TarOpener:
-    """Opens members of one tar; keeps one handle, so reading members in order decompresses once."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self._idle: tarfile.TarFile | None = None
-        self._lock = threading.Lock()
-
-    def open(self, info: tarfile.TarInfo) -> BinaryIO:
-        with self._lock:
-            archive, self._idle = self._idle, None
-        archive = archive or tarfile.open(self.path)  # noqa: SIM115  # closed by _release
-        try:
-            stream = archive.extractfile(info)
-        except BaseException:
-            archive.close()
-            raise
-        if stream is None:
-            archive.close()
-            raise BadInputError(f"{self.path.name}::{info.name}: not a regular file")
-        return cast(BinaryIO, _OnClose(stream, lambda: self._release(archive)))
-
-    def _release(self, archive: tarfile.TarFile) -> None:
-        with self._lock:
-            if self._idle is None:
-                self._idle = archive
-                return
-        archive.close()
-
-    def __del__(self) -> None:
-        if self._idle is not None:
-            self._idle.close()
-
-
-class _OnClose(io.RawIOBase):
-    """A read-only view of ``inner`` that calls ``on_close`` once when closed."""
-
-    def __init__(self, inner: Any, on_close: Callable[[], None]):
-        self._inner = inner
-        self._on_close: Callable[[], None] | None = on_close
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return bool(self._inner.seekable())
-
-    def readinto(self, buffer: Any) -> int:
-        data = self._inner.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        return int(self._inner.seek(offset, whence))
-
-    def tell(self) -> int:
-        return int(self._inner.tell())
-
-    def close(self) -> None:
-        if self._on_close is not None:
-            self._inner.close()
-            self._on_close()
-            self._on_close = None
-        super().close()
