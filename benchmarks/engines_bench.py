@@ -13,32 +13,20 @@ only; a decrypted model never touches the disk). ovbatch's engine runs from the 
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import soundfile as sf
 
 from benchmarks.cold_load import IR, OUT, setup
-from benchmarks.speech import make_clips, wer
-from benchmarks.transcribe_bench import SPEECH, long_files
+from benchmarks.speech import make_clips
+from benchmarks.transcribe_bench import SPEECH, long_files, measure
 
 
-def timed(name: str, paths: list[Path], refs: list[str], run: Callable[[list[Path]], list[str]]) -> dict[str, object]:
-    audio_s = sum(sf.info(str(p)).duration for p in paths)
+def timed(name: str, paths: list[Path], refs: list[str], run: Callable[[list[Path]], list[str]]) -> dict[str, Any]:
     run(paths[:1])  # warm-up: first inference allocates
-    t0 = time.perf_counter()
-    hyps = run(paths)
-    wall = time.perf_counter() - t0
-    row = {
-        "engine": name,
-        "files": len(paths),
-        "audio_s": round(audio_s, 1),
-        "rtfx": round(audio_s / wall, 2),
-        "wer_pct": round(wer(refs, hyps) * 100, 2),
-    }
-    print(json.dumps(row), flush=True)
-    return row
+    return measure(name, paths, refs, run)
 
 
 def load(p: Path):  # type: ignore[no-untyped-def]

@@ -54,15 +54,16 @@ def long_files() -> list[tuple[Path, str]]:
 
 
 def measure(name: str, paths: list[Path], refs: list[str], run: Any) -> dict[str, Any]:
+    audio_s = audio_seconds(paths)
     t0 = time.perf_counter()
     hyps = run(paths)
     wall = time.perf_counter() - t0
     result = {
         "engine": name,
         "files": len(paths),
-        "audio_s": round(audio_seconds(paths), 1),
+        "audio_s": round(audio_s, 1),
         "wall_s": round(wall, 2),
-        "rtfx": round(audio_seconds(paths) / wall, 2),
+        "rtfx": round(audio_s / wall, 2),
         "wer_pct": round(wer(refs, hyps) * 100, 2),
     }
     print(json.dumps(result), flush=True)
