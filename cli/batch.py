@@ -266,11 +266,11 @@ def results(ctx: click.Context, batch_id: str, download: Path | None) -> None:
 @click.pass_context
 @clean_errors
 def cancel(ctx: click.Context, batch_id: str) -> None:
-    """Stop BATCH_ID: files not yet started are marked cancelled when a worker reaches them."""
+    """Stop BATCH_ID: queued files are skipped, running ones stop within seconds (both end cancelled)."""
     store = batch_store(ctx)
     summary_or_fail(store, batch_id)
     store.cancel(batch_id)
-    click.echo(f"batch {batch_id}: cancel requested; running files finish, queued ones are skipped")
+    click.echo(f"batch {batch_id}: cancel requested; running files stop within seconds, queued ones are skipped")
 
 
 @click.command()

@@ -81,3 +81,11 @@ class BadAudioError(InputError):
 
 class BadInputError(InputError):
     """Raised when a batch input cannot be used: a missing path, an empty glob, an unsafe or unreadable archive."""
+
+
+class JobTimeLimitExceeded(OvbatchError):
+    """Raised inside a job that ran past OVBATCH_JOB_TIME_LIMIT_S; the file fails, and may be retried."""
+
+
+class JobCancelled(OvbatchError):
+    """Raised inside a running job whose batch was cancelled; the file ends as cancelled."""

@@ -46,7 +46,10 @@ def make_app(settings: Settings) -> Celery:
         # redelivery happens only after this; it must exceed the longest job (see module docstring)
         broker_transport_options=transport,
         result_backend_transport_options=transport,
-        # a hung job is killed before the visibility timeout could hand it to a second worker
+        # a job must end before the visibility timeout could hand it to a second worker. Celery applies
+        # these two only in its prefork pool (celery#9203: not with -P threads), so the job enforces
+        # the same limit itself between blocks of audio (tasks/transcribe/job.py `watched`); they stay
+        # set for tasks that would ever run in prefork
         task_time_limit=settings.job_time_limit_s,
         task_soft_time_limit=max(1, settings.job_time_limit_s - 60),
         # results are small JSON summaries; the outputs live in object storage

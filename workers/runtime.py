@@ -93,6 +93,7 @@ class WorkerContext:
             out_store=self.store,
             engine_for=self.engine_for,
             is_cancelled=self.batches.is_cancelled,
+            time_limit_s=self.settings.job_time_limit_s,
         )
 
     # -- locks: one live run per job id ----------------------------------------------------

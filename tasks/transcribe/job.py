@@ -10,11 +10,13 @@ import json
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
-from ovbatch.errors import InputError, ObjectNotFound
+import numpy as np
+
+from ovbatch.errors import InputError, JobCancelled, JobTimeLimitExceeded, ObjectNotFound
 from ovbatch.storage import ObjectStore
 from ovbatch.tasks.transcribe import audio, formats
 from ovbatch.tasks.transcribe.spec import UPLOADED, TranscribeJob
@@ -56,6 +58,10 @@ class JobEnv:
     out_store: Callable[[str], ObjectStore]
     engine_for: Callable[[str, str], Any]  # (model name@version, device) -> WhisperEngine
     is_cancelled: Callable[[str], bool]
+    # Celery enforces task_time_limit only in its prefork pool (celery#9203), and our workers use
+    # threads: the job enforces the limit itself, between blocks of audio (see ``watched``)
+    time_limit_s: float | None = None
+    cancel_check_s: float = 5.0  # how often a running job asks whether its batch was cancelled
 
 
 def open_input(registry_store: ObjectStore, url: str, s3_endpoint_url: str | None = None) -> BinaryIO:
@@ -86,6 +92,34 @@ def finished(job: TranscribeJob, store: ObjectStore) -> Outcome | None:
     return Outcome("done", data["outputs"], data["audio_s"], data["processing_s"], data.get("language"), reused=True)
 
 
+def watched(
+    blocks: Iterable[np.ndarray],
+    display: str,
+    deadline: float | None,
+    limit_s: float | None,
+    cancelled: Callable[[], bool],
+    every_s: float,
+) -> Iterator[np.ndarray]:
+    """The audio blocks of a running job, stopped by its time limit or its batch's cancellation.
+
+    The engine pulls blocks only as it needs audio for its next windows, so a job stops within a
+    few windows of the moment: its file fails with a clear reason, and the other files of a batched
+    engine call go on (the batcher keeps a stream's error for that stream alone).
+    """
+    next_check = time.monotonic() + every_s
+    for block in blocks:
+        now = time.monotonic()
+        if deadline is not None and now > deadline:
+            raise JobTimeLimitExceeded(
+                f"{display}: stopped after the job time limit of {limit_s:g} s (OVBATCH_JOB_TIME_LIMIT_S)"
+            )
+        if now >= next_check:
+            next_check = now + every_s
+            if cancelled():
+                raise JobCancelled(f"{display}: batch cancelled while this file was being transcribed")
+        yield block
+
+
 def run(job: TranscribeJob, env: JobEnv) -> Outcome:
     """Transcribe one file. Bad input becomes a failed outcome; infrastructure errors raise."""
     if env.is_cancelled(job.batch_id):
@@ -96,12 +130,21 @@ def run(job: TranscribeJob, env: JobEnv) -> Outcome:
         return earlier
     t0 = time.perf_counter()
     engine = env.engine_for(job.model, job.device)
+    limit = env.time_limit_s
+    deadline = time.monotonic() + limit if limit else None  # transcription time: a cold model load is not counted
     try:
         with env.open_input(job.input_url) as raw, seekable(raw) as stream:
             blocks = audio.iter_blocks(stream, job.display, max_duration_s=job.max_audio_duration_s)
+            blocks = watched(
+                blocks, job.display, deadline, limit, lambda: env.is_cancelled(job.batch_id), env.cancel_check_s
+            )
             transcript = engine.transcribe(blocks, job.options)
     except InputError as exc:
         return Outcome("failed", error=str(exc), processing_s=time.perf_counter() - t0)
+    except JobCancelled as exc:
+        return Outcome("cancelled", error=str(exc), processing_s=time.perf_counter() - t0)
+    except JobTimeLimitExceeded as exc:  # not the file's fault: `ovbatch retry` may rerun it (a faster worker)
+        return Outcome("failed", error=str(exc), processing_s=time.perf_counter() - t0, retryable=True)
     processing_s = time.perf_counter() - t0
     outputs = write_outputs(job, out, transcript, processing_s)
     return Outcome("done", outputs, transcript.duration_s, processing_s, transcript.language)

@@ -243,3 +243,55 @@ def test_s3_prefix_and_zip_in_s3_out_through_a_worker(
     } <= keys, keys
     text = s3.get_object(Bucket="calls", Key="transcripts/march/quilter.txt")["Body"].read().decode()
     assert "Quilter is the apostle" in text
+
+
+def very_long_clip(path: Path, minutes: int = 20) -> Path:
+    """Minutes of speech (a minute of espeak-ng tiled): far longer than the limits under test allow."""
+    import numpy as np
+    import soundfile as sf
+
+    minute, rate = sf.read(str(long_clip(path.with_name("minute.wav"))), dtype="float32")
+    sf.write(str(path), np.tile(minute, minutes), rate)
+    return path
+
+
+def test_a_job_over_its_time_limit_fails_alone_and_may_be_retried(
+    env: dict[str, str], workers: Workers, tmp_path: Path
+) -> None:
+    env["OVBATCH_JOB_TIME_LIMIT_S"] = "2"  # Celery's own limit does nothing in a threads pool
+    workers.start()
+    src = tmp_path / "in"
+    src.mkdir()
+    very_long_clip(src / "hours.wav")
+    (src / "quilter.wav").write_bytes((EXAMPLES / "quilter.wav").read_bytes())
+    out = tmp_path / "out"
+    t0 = time.time()
+    bid = batch_id_of(cli(env, "transcribe", str(src), "--model", "whisper-base", "--out", str(out)).stdout)
+    s = wait_for(env, bid, lambda s: s["summary"]["ended_s"] is not None, 300)
+    took = time.time() - t0
+    jobs = {r["display"].rsplit("/", 1)[-1]: r for r in s["jobs"].values()}
+    assert jobs["quilter.wav"]["status"] == "done", jobs
+    long = jobs["hours.wav"]
+    assert long["status"] == "failed" and long["retryable"], long
+    assert "hours.wav: stopped after the job time limit of 2 s (OVBATCH_JOB_TIME_LIMIT_S)" in long["error"], long
+    assert not list(out.glob("hours.*")), "a job stopped by its time limit must write no outputs"
+    # 20 minutes of audio take over 20 s here; the limit stopped it within a few windows of 2 s
+    assert took < 60, f"the batch took {took:.0f} s: the time limit did not stop the long job"
+
+
+def test_cancel_stops_a_running_job_within_seconds(env: dict[str, str], workers: Workers, tmp_path: Path) -> None:
+    env["OVBATCH_JOB_TIME_LIMIT_S"] = "19"  # below the fixture's visibility timeout; cancel must come first
+    workers.start()
+    clip = very_long_clip(tmp_path / "hours.wav")
+    out = tmp_path / "out"
+    bid = batch_id_of(cli(env, "transcribe", str(clip), "--model", "whisper-base", "--out", str(out)).stdout)
+    wait_for(env, bid, lambda s: s["summary"]["running"] == 1, 120)
+    t0 = time.time()
+    assert "running files stop within seconds" in cli(env, "cancel", bid).stdout
+    s = wait_for(env, bid, lambda s: s["summary"]["ended_s"] is not None, 120)
+    took = time.time() - t0
+    record = next(iter(s["jobs"].values()))
+    assert record["status"] == "cancelled", record
+    assert "batch cancelled while this file was being transcribed" in record["error"], record
+    assert took < 15, f"the running job went on for {took:.0f} s after cancel (checks every 5 s)"
+    assert not list(out.glob("hours.*")), "a cancelled job must write no outputs"
