@@ -32,7 +32,7 @@ from typing import Any
 
 import soundfile as sf
 
-from benchmarks.speech import SENTENCES, make_clips, make_long_file, wer
+from benchmarks.speech import SENTENCES, error_units, make_clips, make_long_file, paired_wer_difference, wer
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "benchmarks" / "out"
@@ -53,7 +53,14 @@ def long_files() -> list[tuple[Path, str]]:
     return [a, b]
 
 
-def measure(name: str, paths: list[Path], refs: list[str], run: Any) -> dict[str, Any]:
+LONG_UNIT_WORDS = 12  # long files are compared in runs of 12 reference words (about a sentence)
+
+
+def measure(
+    name: str, paths: list[Path], refs: list[str], run: Any, units: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Run ``run`` over ``paths`` once; RTFx and WER. With ``units``, keep the per-unit errors
+    under ``name`` for the paired comparison (``compare``)."""
     audio_s = audio_seconds(paths)
     t0 = time.perf_counter()
     hyps = run(paths)
@@ -66,8 +73,15 @@ def measure(name: str, paths: list[Path], refs: list[str], run: Any) -> dict[str
         "rtfx": round(audio_s / wall, 2),
         "wer_pct": round(wer(refs, hyps) * 100, 2),
     }
+    if units is not None:
+        units[name] = error_units(refs, hyps, LONG_UNIT_WORDS if len(paths) < 10 else None)
     print(json.dumps(result), flush=True)
     return result
+
+
+def compare(units: dict[str, Any], ours: str = "ovbatch") -> dict[str, Any]:
+    """ovbatch's WER minus each other engine's, with a paired bootstrap 95 % interval."""
+    return {name: paired_wer_difference(units[ours], u) for name, u in units.items() if name != ours}
 
 
 def faster_whisper(compute_type: str, batched: bool = False) -> Any:
@@ -259,10 +273,13 @@ def main() -> None:
         ]
         if not args.skip_torch:
             engines.append(("torch-fp32", torch_fp32(work), True))
+        units: dict[str, dict[str, Any]] = {"short": {}, "long": {}}
         for name, run, on_short in engines:
             if on_short:
-                results["short"].append(measure(name, short, short_refs, run))
-            results["long"].append(measure(name, long_paths, long_refs, run))
+                results["short"].append(measure(name, short, short_refs, run, units["short"]))
+            results["long"].append(measure(name, long_paths, long_refs, run, units["long"]))
+        # is a WER difference real? 95 % paired bootstrap over clips (short) or 12-word runs (long)
+        results["wer_vs_ovbatch"] = {kind: compare(u) for kind, u in units.items()}
         results["queue_noop_round_trip_ms"] = ov.noop_round_trip_ms()
         rss_before = ov.rss_kib()
         done = 0
