@@ -89,3 +89,7 @@ class JobTimeLimitExceeded(OvbatchError):
 
 class JobCancelled(OvbatchError):
     """Raised inside a running job whose batch was cancelled; the file ends as cancelled."""
+
+
+class WorkerStopping(OvbatchError):
+    """Raised inside a running job when its worker is shutting down: the job goes back to its queue."""

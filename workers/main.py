@@ -10,6 +10,7 @@ import os
 import socket
 
 import redis as redis_lib
+from celery.signals import worker_shutting_down
 
 from ovbatch.batches import RedisBatchStore
 from ovbatch.crypto.keyring import Keyring
@@ -102,6 +103,14 @@ def run_worker(
     assert ctx.redis is not None
     beat = Beat(ctx.redis, ctx, queue)
     ctx.after_job = beat.now  # `ovbatch workers` sees each finished job at once
+
+    def stop_jobs(**_: object) -> None:
+        # Celery's warm shutdown (SIGTERM) waits for running jobs, which may take hours, and a
+        # supervisor's SIGKILL after its grace period leaves them for the visibility timeout. Running
+        # jobs stop at their next block of audio instead, and their messages go back to the queue.
+        ctx.stopping.set()
+
+    worker_shutting_down.connect(stop_jobs, weak=False)
     try:
         app.worker_main(
             [

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ovbatch.batches import BatchStore
+from ovbatch.errors import WorkerStopping
 from ovbatch.registry.loader import load_and_compile
 from ovbatch.registry.refs import ModelRef
 from ovbatch.registry.registry import Registry
@@ -55,6 +56,7 @@ class WorkerContext:
     after_job: Callable[[], None] = lambda: None
     batch_files: int = 8  # jobs run at once in threads; their windows are batched (workers/batcher.py)
     running: set[str] = field(default_factory=set)
+    stopping: threading.Event = field(default_factory=threading.Event)  # set on SIGTERM (workers/main.py)
     _load_lock: threading.Lock = field(default_factory=threading.Lock)
     _stores: dict[str, ObjectStore] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -94,6 +96,7 @@ class WorkerContext:
             engine_for=self.engine_for,
             is_cancelled=self.batches.is_cancelled,
             time_limit_s=self.settings.job_time_limit_s,
+            stopping=self.stopping.is_set,
         )
 
     # -- locks: one live run per job id ----------------------------------------------------
@@ -133,6 +136,9 @@ def process_job(ctx: WorkerContext, payload: dict[str, Any], attempt: int = 1) -
                 outcome = transcribe_job.run(job, ctx.job_env())
             except ModelRetired:  # evicted between lookup and use: the next lookup loads it again
                 outcome = transcribe_job.run(job, ctx.job_env())
+        except WorkerStopping:  # not over: queued again, and the task hands the message back
+            ctx.batches.set_job(job.batch_id, job.job_id, {**_running(job, attempt, ctx.hostname), "status": "queued"})
+            raise
         except Exception as exc:  # not the file's fault (storage, model, bug): failed, `ovbatch retry` may rerun
             log.exception("job %s (%s) failed", job.job_id, job.display)
             outcome = transcribe_job.Outcome("failed", error=f"{type(exc).__name__}: {exc}", retryable=True)

@@ -9,7 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
+from celery.exceptions import Reject
 
+from ovbatch.errors import WorkerStopping
 from ovbatch.workers.runtime import JobLocked, WorkerContext, process_job
 
 TRANSCRIBE = "ovbatch.transcribe"
@@ -30,6 +32,9 @@ def register(app: Celery) -> None:
             return process_job(_context, payload, attempt=self.request.retries + 1)
         except JobLocked as exc:  # a duplicate delivery while the first run is alive: look again later
             raise self.retry(exc=exc, countdown=5, max_retries=None) from exc
+        except WorkerStopping as exc:  # SIGTERM mid-job: back to the head of the queue now, not after
+            # the visibility timeout (hours); kombu's Redis reject with requeue restores the message
+            raise Reject(str(exc), requeue=True) from exc
 
     @app.task(name=NOOP)
     def noop(payload: dict[str, Any]) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from ovbatch.errors import InputError, JobCancelled, JobTimeLimitExceeded, ObjectNotFound
+from ovbatch.errors import InputError, JobCancelled, JobTimeLimitExceeded, ObjectNotFound, WorkerStopping
 from ovbatch.storage import ObjectStore
 from ovbatch.tasks.transcribe import audio, formats
 from ovbatch.tasks.transcribe.spec import UPLOADED, TranscribeJob
@@ -62,6 +62,9 @@ class JobEnv:
     # threads: the job enforces the limit itself, between blocks of audio (see ``watched``)
     time_limit_s: float | None = None
     cancel_check_s: float = 5.0  # how often a running job asks whether its batch was cancelled
+    # set when the worker is told to stop (SIGTERM): running jobs end at their next block and go
+    # back to the queue at once, instead of holding a scale-down for hours
+    stopping: Callable[[], bool] = lambda: False
 
 
 def open_input(registry_store: ObjectStore, url: str, s3_endpoint_url: str | None = None) -> BinaryIO:
@@ -99,8 +102,10 @@ def watched(
     limit_s: float | None,
     cancelled: Callable[[], bool],
     every_s: float,
+    stopping: Callable[[], bool] = lambda: False,
 ) -> Iterator[np.ndarray]:
-    """The audio blocks of a running job, stopped by its time limit or its batch's cancellation.
+    """The audio blocks of a running job, stopped by its time limit, its batch's cancellation or
+    its worker's shutdown (``WorkerStopping``: the caller puts the job back in its queue).
 
     The engine pulls blocks only as it needs audio for its next windows, so a job stops within a
     few windows of the moment: its file fails with a clear reason, and the other files of a batched
@@ -108,6 +113,8 @@ def watched(
     """
     next_check = time.monotonic() + every_s
     for block in blocks:
+        if stopping():
+            raise WorkerStopping(f"{display}: the worker is shutting down; the job goes back to its queue")
         now = time.monotonic()
         if deadline is not None and now > deadline:
             raise JobTimeLimitExceeded(
@@ -121,7 +128,8 @@ def watched(
 
 
 def run(job: TranscribeJob, env: JobEnv) -> Outcome:
-    """Transcribe one file. Bad input becomes a failed outcome; infrastructure errors raise."""
+    """Transcribe one file. Bad input becomes a failed outcome; infrastructure errors raise, and so
+    does ``WorkerStopping`` (the job is not over: it goes back to its queue)."""
     if env.is_cancelled(job.batch_id):
         return Outcome("cancelled", error="batch cancelled before this file started")
     out = env.out_store(job.out_url)
@@ -135,9 +143,8 @@ def run(job: TranscribeJob, env: JobEnv) -> Outcome:
     try:
         with env.open_input(job.input_url) as raw, seekable(raw) as stream:
             blocks = audio.iter_blocks(stream, job.display, max_duration_s=job.max_audio_duration_s)
-            blocks = watched(
-                blocks, job.display, deadline, limit, lambda: env.is_cancelled(job.batch_id), env.cancel_check_s
-            )
+            cancelled = lambda: env.is_cancelled(job.batch_id)  # noqa: E731
+            blocks = watched(blocks, job.display, deadline, limit, cancelled, env.cancel_check_s, env.stopping)
             transcript = engine.transcribe(blocks, job.options)
     except InputError as exc:
         return Outcome("failed", error=str(exc), processing_s=time.perf_counter() - t0)

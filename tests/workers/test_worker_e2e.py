@@ -295,3 +295,30 @@ def test_cancel_stops_a_running_job_within_seconds(env: dict[str, str], workers:
     assert "batch cancelled while this file was being transcribed" in record["error"], record
     assert took < 15, f"the running job went on for {took:.0f} s after cancel (checks every 5 s)"
     assert not list(out.glob("hours.*")), "a cancelled job must write no outputs"
+
+
+def test_sigterm_puts_a_running_job_back_in_its_queue_at_once(
+    env: dict[str, str], workers: Workers, tmp_path: Path
+) -> None:
+    # a visibility timeout far beyond the test: only the worker's own requeue can bring the job back
+    env.update(OVBATCH_VISIBILITY_TIMEOUT_S="3600", OVBATCH_JOB_TIME_LIMIT_S="600")
+    first = workers.start(name="leaving")
+    clip = very_long_clip(tmp_path / "hours.wav", minutes=10)
+    out = tmp_path / "out"
+    bid = batch_id_of(cli(env, "transcribe", str(clip), "--model", "whisper-base", "--out", str(out)).stdout)
+    wait_for(env, bid, lambda s: s["summary"]["running"] == 1, 120)
+    t0 = time.time()
+    first.terminate()
+    first.wait(timeout=60)
+    took = time.time() - t0
+    assert took < 20, f"the worker took {took:.0f} s to stop: its running job should end at its next block"
+    s = status(env, bid)
+    assert (s["summary"]["queued"], s["summary"]["running"], s["summary"]["failed"]) == (1, 0, 0), s["summary"]
+    client = redis.Redis.from_url(env["OVBATCH_BROKER_URL"])
+    assert client.llen("ovbatch.CPU") == 1, "the stopped job's message should be back in its queue"
+    assert not list(out.glob("hours.*")), "a stopped job must write no outputs"
+    workers.start(name="next")
+    s = wait_for(env, bid, lambda s: s["summary"]["ended_s"] is not None, 300)
+    record = next(iter(s["jobs"].values()))
+    assert record["status"] == "done" and record["worker"].startswith("next"), record
+    assert (out / "hours.txt").is_file()
