@@ -9,9 +9,13 @@ bounded by about ``batch_size + 1`` windows of audio whatever the length (``batc
 
 Precision: the compiled models are used as given; on these CPUs OpenVINO's default is bf16, which
 measured 2x faster than ``INFERENCE_PRECISION_HINT=f32`` with the same text on the test speech.
-Not done: word timestamps (the decoder IR has no cross-attention output; ``words`` stay empty),
-conditioning on the previous window's text (windows of a batch must share one prompt length), beam
-search. An engine is not thread-safe: it reuses one infer request per model.
+
+Word timestamps (``TranscribeOptions.word_timestamps``): after a batch of windows is decoded, one
+teacher-forced pass of the aligner (``alignment.py``, compiled on first use) over each window's
+text gives the alignment heads' cross-attention, which ``words.py`` turns into timed words; seeking
+and segments stay exactly as without them. Not done: conditioning on the previous window's text
+(windows of a batch must share one prompt length), beam search. An engine is not thread-safe: it
+reuses one infer request per model.
 """
 
 from __future__ import annotations
@@ -19,16 +23,26 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Any
 
 import numpy as np
 
+from ovbatch.tasks.transcribe.alignment import Aligner, compile_aligner, default_alignment_heads
 from ovbatch.tasks.transcribe.decoding import DecodeResult, WindowDecoder
 from ovbatch.tasks.transcribe.features import FeatureConfig, LogMel
-from ovbatch.tasks.transcribe.segments import compression_ratio, split_window
+from ovbatch.tasks.transcribe.segments import WindowResult, compression_ratio, split_window
 from ovbatch.tasks.transcribe.streaming import AudioStream, level_range_db, pieces
 from ovbatch.tasks.transcribe.tokens import Detokenizer, SpecialTokens
-from ovbatch.tasks.transcribe.types import SAMPLE_RATE, Segment, TranscribeOptions, Transcript
+from ovbatch.tasks.transcribe.types import SAMPLE_RATE, Segment, TranscribeOptions, Transcript, Word
+from ovbatch.tasks.transcribe.words import (
+    SegmentSpan,
+    TokenBytes,
+    audible_frames,
+    find_alignment,
+    segment_words,
+    token_frames,
+)
 
 ENCODER, DECODER, DETOKENIZER = "openvino_encoder_model.xml", "openvino_decoder_model.xml", "openvino_detokenizer.xml"
 
@@ -48,6 +62,7 @@ class EngineConfig:
     # 36-clip espeak set this gave 27.9 % WER against 29.6 % (benchmarks/RESULTS.md)
     pad_log_mel: bool = True
     seed: int = 0
+    aligner_rows: int = 2  # windows per aligner call (word timestamps): each more holds ~45 MB more
 
 
 def best_attempt(attempts: list[tuple[DecodeResult, str]], max_compression_ratio: float) -> DecodeResult:
@@ -74,15 +89,26 @@ class _Track:
     stream: AudioStream
     seek: int = 0  # mel frames into the stream
     window: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    last_speech_s: float = 0.0  # end of the last segment with words (word timestamps only)
 
     @property
     def frames(self) -> int:
         return -(-len(self.window) // 160)
 
+    @property
+    def offset_s(self) -> float:
+        return (self.offset + self.seek * 160) / SAMPLE_RATE
+
 
 class WhisperEngine:
     def __init__(
-        self, specials: SpecialTokens, features: LogMel, compiled: dict[str, Any], config: EngineConfig | None = None
+        self,
+        specials: SpecialTokens,
+        features: LogMel,
+        compiled: dict[str, Any],
+        config: EngineConfig | None = None,
+        aligner: Aligner | None = None,
+        tokenizer_json: str | None = None,
     ) -> None:
         self.config = config or EngineConfig()
         self.specials = specials
@@ -91,16 +117,23 @@ class WhisperEngine:
         vocab = int(compiled[DECODER].outputs[0].get_partial_shape()[2].get_length())
         self.decoder = WindowDecoder(compiled[DECODER], specials, vocab)
         self.detokenizer = Detokenizer(compiled[DETOKENIZER], specials.eot, specials.timestamp_begin)
+        self.aligner = aligner  # word timestamps need it and the tokenizer's vocabulary
+        self._tokenizer_json = tokenizer_json
         self._keepalive: Any = None
 
     @classmethod
     def from_loaded(cls, version: Any, compiled: dict[str, Any], config: EngineConfig | None = None) -> WhisperEngine:
         """From ``load_and_compile``'s decrypted version (for the JSON files) and compiled models."""
-        specials = SpecialTokens.from_json(version.text("generation_config.json"), version.text("tokenizer.json"))
+        tokenizer_json, model_config = version.text("tokenizer.json"), json.loads(version.text("config.json"))
+        specials = SpecialTokens.from_json(version.text("generation_config.json"), tokenizer_json)
         features = LogMel(FeatureConfig.from_json(version.text("preprocessor_config.json")))
-        if json.loads(version.text("config.json")).get("num_mel_bins", 80) != features.config.n_mels:
+        if model_config.get("num_mel_bins", 80) != features.config.n_mels:
             raise ValueError("config.json num_mel_bins differs from preprocessor_config.json feature_size")
-        engine = cls(specials, features, compiled, config)
+        heads = json.loads(version.text("generation_config.json")).get("alignment_heads") or default_alignment_heads(
+            int(model_config["decoder_layers"]), int(model_config["decoder_attention_heads"])
+        )
+        aligner = Aligner(lambda: compile_aligner(version, compiled[DECODER], heads, specials.eot))
+        engine = cls(specials, features, compiled, config, aligner, tokenizer_json)
         engine._keepalive = version  # compiled models may read weights straight from its buffers
         return engine
 
@@ -127,7 +160,7 @@ class WhisperEngine:
         window = self.features.config.n_samples
         for file, blocks in zip(files, streams, strict=True):
             for i, (offset, audio) in enumerate(pieces(self._counted(file, blocks), max_len, min_len)):
-                yield _Track(file, i, offset, AudioStream([audio], window))
+                yield _Track(file, i, offset, AudioStream([audio], window), last_speech_s=offset / SAMPLE_RATE)
 
     @staticmethod
     def _counted(file: _File, blocks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
@@ -156,8 +189,10 @@ class WhisperEngine:
         hidden = self._encode([t.window for t in tracks])
         self._detect_languages(hidden, tracks)
         results = self._decode_with_fallback(hidden, tracks)
-        for track, result in zip(tracks, results, strict=True):
-            self._advance(track, result)
+        windows = [self._split(track, result) for track, result in zip(tracks, results, strict=True)]
+        words = self._words(hidden, tracks, windows)
+        for track, window, timed in zip(tracks, windows, words, strict=True):
+            self._advance(track, window, timed)
 
     def _detect_languages(self, hidden: np.ndarray, tracks: list[_Track]) -> None:
         """A file's language is the one detected on its earliest window in the batch (pieces come in
@@ -220,22 +255,91 @@ class WhisperEngine:
             return True
         return result.no_speech_prob > c.steady_no_speech and level_range_db(window) < c.steady_level_db
 
-    def _advance(self, track: _Track, result: DecodeResult) -> None:
-        frames = track.frames
+    def _split(self, track: _Track, result: DecodeResult) -> WindowResult | None:
+        """The window's segments, or None for silence (skipped whole)."""
         if self._is_silence(track.window, result) or not result.tokens:
-            track.seek += frames
+            return None
+        return split_window(result.tokens, self.specials.timestamp_begin, track.offset_s, track.frames)
+
+    def _advance(self, track: _Track, window: WindowResult | None, words: list[tuple[Word, ...]] | None) -> None:
+        if window is None:
+            track.seek += track.frames
             return
-        offset_s = (track.offset + track.seek * 160) / SAMPLE_RATE
-        window = split_window(result.tokens, self.specials.timestamp_begin, offset_s, frames)
         texts = self.detokenizer.decode_batch([s.tokens for s in window.segments])
-        for raw, text in zip(window.segments, texts, strict=True):
+        for i, (span, text) in enumerate(zip(self._spans(window), texts, strict=True)):
             if text.strip():
-                seg = Segment(round(raw.start_s, 3), round(max(raw.end_s, raw.start_s), 3), text)
+                seg = Segment(span.start_s, span.end_s, text, words[i] if words else ())
                 track.file.segments.append((track.piece, len(track.file.segments), seg))
         track.seek += window.advance_frames
+
+    def _spans(self, window: WindowResult) -> list[SegmentSpan]:
+        eot = self.specials.eot
+        return [
+            SegmentSpan(round(s.start_s, 3), round(max(s.end_s, s.start_s), 3), sum(t < eot for t in s.tokens))
+            for s in window.segments
+        ]
+
+    # word timestamps ----------------------------------------------------------------------------
+
+    @cached_property
+    def _token_bytes(self) -> TokenBytes:
+        if self._tokenizer_json is None:
+            raise ValueError("word timestamps need the tokenizer.json the engine was built from")
+        return TokenBytes(self._tokenizer_json)
+
+    def _words(
+        self, hidden: np.ndarray, tracks: list[_Track], windows: list[WindowResult | None]
+    ) -> list[list[tuple[Word, ...]] | None]:
+        """Timed words per segment of each window whose file asked for them, ``aligner_rows``
+        windows per aligner call."""
+        out: list[list[tuple[Word, ...]] | None] = [None] * len(tracks)
+        eot = self.specials.eot
+        texts = {
+            i: [t for s in w.segments for t in s.tokens if t < eot]
+            for i, (track, w) in enumerate(zip(tracks, windows, strict=True))
+            if w is not None and track.file.options.word_timestamps
+        }
+        rows = [i for i, text in texts.items() if text]
+        if not rows:
+            return out
+        if self.aligner is None:
+            raise ValueError("word timestamps need an engine built with from_loaded (it compiles the aligner)")
+        step = self.config.aligner_rows
+        for chunk in (rows[k : k + step] for k in range(0, len(rows), step)):
+            prompts = [self.specials.prompt(str(tracks[i].file.language), tracks[i].file.options.task) for i in chunk]
+            sequences = [[*p, self.specials.no_timestamps, *texts[i], eot] for p, i in zip(prompts, chunk, strict=True)]
+            weights, probs = self.aligner.run(hidden[chunk], sequences, eot)
+            for k, (i, prompt) in enumerate(zip(chunk, prompts, strict=True)):
+                window = windows[i]
+                assert window is not None
+                out[i] = self._time_words(tracks[i], window, texts[i], len(prompt), weights[k], probs[k])
+        return out
+
+    def _time_words(
+        self,
+        track: _Track,
+        window: WindowResult,
+        text: list[int],
+        n_prompt: int,
+        weights: np.ndarray,
+        probs: np.ndarray,
+    ) -> list[tuple[Word, ...]]:
+        frames = token_frames(weights, n_prompt, len(text), track.frames)
+        words, word_tokens = self._token_bytes.split_words(text, str(track.file.language))
+        alignment = find_alignment(frames, probs[n_prompt : n_prompt + len(text)], words, word_tokens)
+        timed, track.last_speech_s = segment_words(
+            alignment, self._spans(window), track.offset_s, track.last_speech_s, audible_frames(track.window)
+        )
+        return timed
 
     def _transcript(self, file: _File) -> Transcript:
         duration = file.samples / SAMPLE_RATE
         ordered = [s for _, _, s in sorted(file.segments, key=lambda x: (x[0], x[1]))]
-        clipped = [replace(s, start_s=min(s.start_s, duration), end_s=min(s.end_s, duration)) for s in ordered]
+        clipped = [_clip(s, duration) for s in ordered]
         return Transcript(language=file.language or "", segments=clipped, duration_s=duration)
+
+
+def _clip(segment: Segment, duration: float) -> Segment:
+    """Times past the end of the audio (the last window's timestamps can overshoot) moved to it."""
+    words = tuple(replace(w, start_s=min(w.start_s, duration), end_s=min(w.end_s, duration)) for w in segment.words)
+    return replace(segment, start_s=min(segment.start_s, duration), end_s=min(segment.end_s, duration), words=words)

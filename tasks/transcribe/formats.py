@@ -4,7 +4,8 @@
 * srt: numbered cues, ``HH:MM:SS,mmm --> HH:MM:SS,mmm`` (hours grow past 99 rather than wrap); a
   ``-->`` in the text becomes ``->`` so no parser takes it for a timing line.
 * vtt: ``WEBVTT`` header, numbered cues, ``HH:MM:SS.mmm``; ``&``, ``<`` and ``>`` escaped.
-* json: ``{"language", "text", "segments": [{"start_s", "end_s", "text", "words"?}], **meta}``.
+* json: ``{"language", "text", "segments": [{"start_s", "end_s", "text", "words"?}], **meta}``; with word
+  timestamps each segment has ``words: [{"start_s", "end_s", "text", "probability"}]``.
 
 An empty transcript gives valid empty files (``""``, ``"WEBVTT\\n"``, ``segments: []``). Segments with
 no text are left out of srt and vtt, whose parsers take an empty cue for the end of the file.
@@ -94,7 +95,14 @@ def _vtt_escape(text: str) -> str:
 def _segment_json(segment: Segment) -> dict[str, Any]:
     doc = _span_json(segment)
     if segment.words:
-        doc["words"] = [_span_json(w) for w in segment.words]
+        doc["words"] = [_word_json(w) for w in segment.words]
+    return doc
+
+
+def _word_json(word: Word) -> dict[str, Any]:
+    doc = _span_json(word)
+    if word.probability is not None:
+        doc["probability"] = round(word.probability, 4)
     return doc
 
 

@@ -28,6 +28,7 @@ class Word:
     start_s: float
     end_s: float
     text: str
+    probability: float | None = None  # mean of its tokens' probabilities (teacher forced)
 
 
 @dataclass(frozen=True)

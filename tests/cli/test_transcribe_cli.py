@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -51,6 +52,19 @@ def test_embedded_mode_when_redis_is_unreachable(env: dict[str, str], tmp_path: 
     assert "Quilter is the apostle" in (out / "quilter.txt").read_text()
     assert (out / "quilter.srt").read_text().startswith("1\n00:00:00,000 --> ")
     assert not (out / "quilter.json").exists(), "only the formats asked for"
+
+
+def test_word_timestamps_reach_the_json_output(env: dict[str, str], tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    args = [str(EXAMPLES / "quilter.wav"), "--model", "whisper-base", "--out", str(out), "--local"]
+    run(env, "transcribe", *args, "--format", "json,srt", "--word-timestamps")
+    doc = json.loads((out / "quilter.json").read_text())
+    words = [w for seg in doc["segments"] for w in seg["words"]]
+    assert "".join(w["text"] for w in words) == "".join(seg["text"] for seg in doc["segments"])
+    assert [w["text"].strip() for w in words[:2]] == ["Mr.", "Quilter"], words[:2]
+    assert all(set(w) == {"start_s", "end_s", "text", "probability"} for w in words)
+    assert all(a["start_s"] <= b["start_s"] for a, b in itertools.pairwise(words))
+    assert (out / "quilter.srt").read_text().startswith("1\n00:00:00,000 --> ")
 
 
 def test_bad_files_fail_alone_with_their_reasons(env: dict[str, str], tmp_path: Path) -> None:
