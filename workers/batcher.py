@@ -1,16 +1,19 @@
 """Batching across jobs: one thread owns a model's engine; job threads hand it audio and wait.
 
 A worker runs several jobs at once in threads (Celery's threads pool never forks, so OpenVINO stays
-safe). Jobs that reach the batcher within ``gather_s`` of each other, with the same options, are
-transcribed together: their 30 s windows share encoder and decoder calls, which is what makes
-short files fast (benchmarks/RESULTS.md: 1.75x over one at a time). One file's bad audio fails that
-file alone: its error is caught inside its own block stream, and the other files go on.
+safe). The batcher thread feeds their files into one running ``WhisperEngine.serve`` call: every
+decoder step carries windows of all open files, a file that arrives while others are being decoded
+joins at the next step (a short file never waits behind an hour-long one), and each job gets its
+transcript as soon as its own file is done. Files with different options (language, task, word
+timestamps) share steps too. One file's bad audio fails that file alone: its error is caught
+inside its own block stream, and the other files go on.
 """
 
 from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -18,10 +21,11 @@ from typing import Any
 
 import numpy as np
 
+from ovbatch.tasks.transcribe.engine import StreamRequest
 from ovbatch.tasks.transcribe.types import TranscribeOptions, Transcript
 
 
-@dataclass
+@dataclass(eq=False)  # identity: requests hold audio arrays
 class _Request:
     blocks: Iterable[np.ndarray]
     options: TranscribeOptions
@@ -43,10 +47,11 @@ class ModelRetired(RuntimeError):
 class Batcher:
     def __init__(self, engine: Any, max_files: int = 8, gather_s: float = 0.05):
         self.engine = engine
-        self.max_files = max_files
-        self.gather_s = gather_s
+        self.max_files = max_files  # files open in the engine at once (a worker runs as many jobs)
+        self.gather_s = gather_s  # an idle engine waits this long for files arriving together
         self._queue: queue.Queue[_Request | Callable[[], None]] = queue.Queue()
-        self._held: list[_Request] = []  # taken from the queue but waiting for a group with their options
+        self._open: list[_Request] = []  # handed to the engine, transcript not yet given back
+        self._then: Callable[[], None] | None = None  # retirement, run once the engine is idle
         self._gate = threading.Lock()
         self._retired = False
         threading.Thread(target=self._loop, name="ovbatch-batcher", daemon=True).start()
@@ -62,48 +67,56 @@ class Batcher:
 
     def retire(self, then: Callable[[], None]) -> None:
         """Finish what is queued, then run ``then`` (wiping the weights) on the batcher's thread:
-        evicting a model never pulls its memory from under a running group."""
+        evicting a model never pulls its memory from under a running step."""
         with self._gate:
             self._retired = True
             self._queue.put(then)
 
-    def _next_group(self) -> list[_Request] | Callable[[], None]:
-        if self._held:
-            first = self._held.pop(0)
-        else:
-            item = self._queue.get()
-            if not isinstance(item, _Request):
-                return item
-            first = item
-        group = [first]
-        while len(group) < self.max_files:
+    def _loop(self) -> None:
+        while True:
             try:
-                item = self._queue.get(timeout=self.gather_s)
+                self.engine.serve(self._take)
+                return  # serve ends only after retirement
+            except BaseException as exc:  # the engine itself failed: every file it held fails
+                failed, self._open = self._open, []
+                for request in failed:
+                    if not request.future.done():
+                        request.future.set_exception(exc)
+
+    def _take(self, idle: bool) -> list[StreamRequest] | None:
+        """New files for the engine: waits for the first one when the engine is idle, then gathers
+        what arrives within ``gather_s``; never more than ``max_files`` open. None once retired."""
+        if self._then is not None:
+            if not idle:
+                return []
+            self._then()
+            return None
+        taken: list[_Request] = []
+        deadline = None
+        while len(self._open) + len(taken) < self.max_files:
+            try:
+                if idle and not taken:
+                    item = self._queue.get()
+                    deadline = time.monotonic() + self.gather_s
+                elif deadline is not None:
+                    item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                else:
+                    item = self._queue.get_nowait()
             except queue.Empty:
                 break
             if not isinstance(item, _Request):
-                self._queue.put(item)  # retirement comes after everything already queued
+                self._then = item  # retirement comes after everything already queued
                 break
-            (group if item.options == first.options else self._held).append(item)
-        return group
+            taken.append(item)
+        self._open.extend(taken)
+        return [StreamRequest(r.guarded(), r.options, self._finisher(r)) for r in taken]
 
-    def _loop(self) -> None:
-        while True:
-            group = self._next_group()
-            if not isinstance(group, list):
-                if self._held:  # requests held for another options group still go first
-                    self._queue.put(group)
-                    continue
-                group()
-                return
-            try:
-                results = self.engine.transcribe_streams([r.guarded() for r in group], group[0].options)
-            except BaseException as exc:  # the engine itself failed: every file of the group fails
-                for request in group:
-                    request.future.set_exception(exc)
-                continue
-            for request, result in zip(group, results, strict=True):
-                if request.error is not None:
-                    request.future.set_exception(request.error)
-                else:
-                    request.future.set_result(result)
+    def _finisher(self, request: _Request) -> Callable[[Transcript], None]:
+        def finish(transcript: Transcript) -> None:
+            self._open.remove(request)
+            if request.error is not None:
+                request.future.set_exception(request.error)
+            else:
+                request.future.set_result(transcript)
+
+        return finish

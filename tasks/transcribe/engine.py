@@ -5,7 +5,9 @@ lockstep on the stateful decoder (several windows per decoder call), falls back 
 higher temperatures when a window's text is repetitive or improbable, drops windows that are
 silence, and turns timestamp tokens into segments. Long files are streamed: cut at quiet points
 into pieces of at most 30 s (each decoded with openai-whisper's seeking rules), so memory stays
-bounded by about ``batch_size + 1`` windows of audio whatever the length (``batch_size=1``: two).
+bounded by about ``batch_size`` windows plus one piece per open file, whatever the length.
+``serve`` takes files as they arrive and gives each its transcript as soon as it is done, so a
+worker's batcher never holds a short file behind a long one.
 
 Precision: the compiled models are used as given; on these CPUs OpenVINO's default is bf16, which
 measured 2x faster than ``INFERENCE_PRECISION_HINT=f32`` with the same text on the test speech.
@@ -21,7 +23,8 @@ reuses one infer request per model.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
@@ -72,11 +75,26 @@ def best_attempt(attempts: list[tuple[DecodeResult, str]], max_compression_ratio
 
 
 @dataclass
+class StreamRequest:
+    """One file for ``WhisperEngine.serve``: its audio blocks, its options, and where its transcript goes."""
+
+    blocks: Iterable[np.ndarray]
+    options: TranscribeOptions
+    done: Callable[[Transcript], None]
+
+
+@dataclass
 class _File:
     options: TranscribeOptions
     language: str | None
     segments: list[tuple[int, int, Segment]] = field(default_factory=list)  # (piece, order, segment)
     samples: int = 0
+    pieces: Iterator[tuple[int, np.ndarray]] = field(default_factory=lambda: iter(()))
+    next_piece: int = 0
+    open_tracks: int = 0  # its pieces being decoded now
+    exhausted: bool = False  # every piece handed out
+    finished: bool = False
+    done: Callable[[Transcript], None] = lambda _: None
 
 
 @dataclass
@@ -148,36 +166,93 @@ class WhisperEngine:
         return self.transcribe_streams([[a] for a in audios], options)
 
     def transcribe_streams(self, streams: list[Iterable[np.ndarray]], options: TranscribeOptions) -> list[Transcript]:
-        files = [_File(options, options.language) for _ in streams]
-        self._run(self._tracks(files, streams))
-        return [self._transcript(f) for f in files]
+        out: list[Transcript | None] = [None] * len(streams)
+
+        def keep(i: int) -> Callable[[Transcript], None]:
+            return lambda transcript: out.__setitem__(i, transcript)
+
+        handed = [[StreamRequest(blocks, options, keep(i)) for i, blocks in enumerate(streams)]]
+        self.serve(lambda idle: handed.pop() if handed else None)  # all at once, then no more
+        assert all(t is not None for t in out), "every file ends with a transcript"
+        return [t for t in out if t is not None]
+
+    def serve(self, take: Callable[[bool], list[StreamRequest] | None]) -> None:
+        """Transcribe files as they arrive, until ``take`` says stop and nothing is left.
+
+        ``take(idle)`` is asked before every step for newly arrived requests (``[]``: none yet;
+        ``None``: no more will come); ``idle`` is true when the engine has nothing to decode, so
+        ``take`` may block then. Open files take the free rows of each step in turn, one 30 s piece
+        at a time: a short file that arrives while a long one is being decoded starts at the next
+        step instead of waiting for the long one to end, and each file's ``done`` is called as soon
+        as its own last window is decoded. Memory: one window per row plus at most one piece being
+        cut per open file.
+        """
+        rotation: deque[_File] = deque()
+        active: list[_Track] = []
+        stopping = False
+        while True:
+            idle = not active and not rotation
+            if idle and stopping:
+                return
+            new = None if stopping else take(idle)
+            if new is None:
+                stopping = True
+            for request in new or ():
+                rotation.append(self._open(request))
+            self._fill(active, rotation)
+            if not active:
+                continue
+            self._step(active)
+            still = []
+            for track in active:
+                if len(self._load(track)):
+                    still.append(track)
+                else:
+                    track.file.open_tracks -= 1
+                    self._finish_if_done(track.file)
+            active = still
 
     # scheduling ---------------------------------------------------------------------------------
 
-    def _tracks(self, files: list[_File], streams: list[Iterable[np.ndarray]]) -> Iterator[_Track]:
+    def _open(self, request: StreamRequest) -> _File:
         c = self.config
+        file = _File(request.options, request.options.language, done=request.done)
         max_len, min_len = int(c.piece_s * SAMPLE_RATE), int(c.min_piece_s * SAMPLE_RATE)
+        file.pieces = pieces(self._counted(file, request.blocks), max_len, min_len)
+        return file
+
+    def _fill(self, active: list[_Track], rotation: deque[_File]) -> None:
+        """Free rows go to open files in turn, each giving its next piece; a file whose pieces have
+        all been handed out leaves the rotation (and ends at once if none of them had audio)."""
         window = self.features.config.n_samples
-        for file, blocks in zip(files, streams, strict=True):
-            for i, (offset, audio) in enumerate(pieces(self._counted(file, blocks), max_len, min_len)):
-                yield _Track(file, i, offset, AudioStream([audio], window), last_speech_s=offset / SAMPLE_RATE)
+        while len(active) < self.config.batch_size and rotation:
+            file = rotation.popleft()
+            piece = next(file.pieces, None)
+            if piece is None:
+                file.exhausted = True
+                self._finish_if_done(file)
+                continue
+            offset, audio = piece
+            track = _Track(
+                file, file.next_piece, offset, AudioStream([audio], window), last_speech_s=offset / SAMPLE_RATE
+            )
+            file.next_piece += 1
+            if len(self._load(track)):
+                active.append(track)
+                file.open_tracks += 1
+            rotation.append(file)
+
+    def _finish_if_done(self, file: _File) -> None:
+        """A file is done once it has handed out its last piece and none of them is being decoded."""
+        if file.exhausted and file.open_tracks == 0 and not file.finished:
+            file.finished = True
+            file.done(self._transcript(file))
 
     @staticmethod
     def _counted(file: _File, blocks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
         for block in blocks:
             file.samples += len(block)
             yield block
-
-    def _run(self, source: Iterator[_Track]) -> None:
-        active: list[_Track] = []
-        while True:
-            while len(active) < self.config.batch_size and (track := next(source, None)) is not None:
-                if len(self._load(track)):
-                    active.append(track)
-            if not active:
-                return
-            self._step(active)
-            active = [t for t in active if len(self._load(t))]
 
     @staticmethod
     def _load(track: _Track) -> np.ndarray:

@@ -60,3 +60,33 @@ def test_retiring_waits_for_queued_work_then_refuses(whisper_home: dict[str, str
     assert wiped == [True], "the wipe must run once the queued work is done"
     with pytest.raises(ModelRetired):
         batcher.transcribe(audio.iter_blocks(CLIPS[0], "q"), options)
+
+
+def test_a_short_file_arriving_during_a_long_one_is_not_held_behind_it(whisper_home: dict[str, str]) -> None:
+    from dataclasses import replace
+
+    import numpy as np
+
+    ctx = build_embedded_context(Settings.from_env(whisper_home), "CPU")
+    batcher = ctx.engine_for("whisper-base@1", "CPU")
+    # two rows per step (a worker has 8): the long file alone would fill every row for many steps
+    batcher.engine.config = replace(batcher.engine.config, batch_size=2)
+    options = TranscribeOptions(language="en")
+    quilter = np.concatenate(list(audio.iter_blocks(CLIPS[0], "q")))
+    minutes = np.tile(np.concatenate([quilter, np.zeros(8000, np.float32)]), 40)  # about 4.5 minutes
+    alone = batcher.engine.transcribe([quilter], TranscribeOptions(language="fr", task="translate")).text
+    long_alone = batcher.engine.transcribe([minutes], options).text
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        t0 = time.perf_counter()
+        long = pool.submit(batcher.transcribe, [minutes], options)
+        time.sleep(0.5)  # the long file is being decoded when the short one arrives
+        assert not long.done()
+        short = pool.submit(batcher.transcribe, [quilter], TranscribeOptions(language="fr", task="translate"))
+        short_text = short.result().text
+        short_s = time.perf_counter() - t0
+        assert not long.done(), "the short file should be done while the long one is still being decoded"
+        long_text = long.result().text
+        long_s = time.perf_counter() - t0
+    assert short_text == alone, "joining a running engine call must not change a file's text"
+    assert long_text == long_alone, "a file joined by another mid-call must keep its text"
+    assert short_s < long_s / 2, f"short file took {short_s:.1f} s of the long file's {long_s:.1f} s"
