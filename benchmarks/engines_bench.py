@@ -1,5 +1,6 @@
 """Which engine makes the transcription path fastest: openvino_genai's WhisperPipeline, optimum-intel's
-OVModelForSpeechSeq2Seq, and ovbatch's own engine one file at a time and batched across files.
+OVModelForSpeechSeq2Seq, and ovbatch's own engine one file at a time and batched across files
+(and what word timestamps cost it).
 
     .venv/bin/python -m benchmarks.engines_bench
 
@@ -59,7 +60,7 @@ def optimum() -> Callable[[list[Path]], list[str]]:
     return lambda paths: [asr(load(p), generate_kwargs=kwargs)["text"] for p in paths]
 
 
-def ours(batched: bool) -> Callable[[list[Path]], list[str]]:
+def ours(batched: bool, word_timestamps: bool = False) -> Callable[[list[Path]], list[str]]:
     from ovbatch.crypto.keyring import Keyring
     from ovbatch.ov import make_core
     from ovbatch.registry.loader import load_and_compile
@@ -73,7 +74,7 @@ def ours(batched: bool) -> Callable[[list[Path]], list[str]]:
     registry = Registry(FileStore(OUT / "registry"), Keyring.load(OUT / "keyring.json"))
     version, compiled = load_and_compile(registry, ModelRef("whisper-base"), make_core(), "CPU")
     engine = WhisperEngine.from_loaded(version, compiled)
-    options = TranscribeOptions(language="en")
+    options = TranscribeOptions(language="en", word_timestamps=word_timestamps)
     if batched:
         return lambda paths: [t.text for t in engine.transcribe_many([load(p) for p in paths], options)]
     return lambda paths: [engine.transcribe(audio.iter_blocks(p, p.name), options).text for p in paths]
@@ -89,6 +90,7 @@ def main() -> None:
     for name, make in (
         ("ovbatch engine, one file at a time", lambda: ours(False)),
         ("ovbatch engine, batched across files", lambda: ours(True)),
+        ("ovbatch engine, batched across files, word timestamps", lambda: ours(True, word_timestamps=True)),
         ("openvino_genai WhisperPipeline", genai),
         ("optimum-intel OVModelForSpeechSeq2Seq", optimum),
     ):

@@ -73,6 +73,17 @@ class ModelCache:
             self._evict()
         return value, False
 
+    def grow(self, key: CacheKey, extra_bytes: int) -> None:
+        """A cached model took more memory after loading (the word-timestamp aligner compiles on first
+        use): count it, as in use now, and evict older models if that goes over the budget."""
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                return
+            entry.size_bytes += extra_bytes
+            self._entries.move_to_end(key)
+            self._evict()
+
     def _evict(self) -> None:
         # the newest entry always stays, even if it alone is over the byte budget
         while len(self._entries) > 1 and (len(self._entries) > self.max_models or self.total_bytes() > self.max_bytes):

@@ -23,6 +23,7 @@ from ovbatch.workers.batcher import Batcher, ModelRetired
 from ovbatch.workers.cache import CacheKey, ModelCache
 
 log = logging.getLogger(__name__)
+DECODER_BIN = "openvino_decoder_model.bin"  # the aligner holds about one more copy of these weights
 LOCK_TTL_S = 15  # refreshed every few seconds while the job runs; a SIGKILLed worker's lock lapses
 
 
@@ -82,6 +83,9 @@ class WorkerContext:
             version, compiled = load_and_compile(self.registry, ref, self.core, device, config=self.compile_config)
             size = sum(int(b.nbytes) for b in version.buffers.values())
             engine = WhisperEngine.from_loaded(version, compiled)
+            if engine.aligner is not None:  # word timestamps compile a second decoder on first use
+                extra = int(version.buffers[DECODER_BIN].nbytes)
+                engine.aligner.on_compiled = lambda: self.cache.grow(key, extra)
             return LoadedEngine(engine, version, Batcher(engine, max_files=self.batch_files)), size
 
         with self._load_lock:  # two job threads missing at once load the model once

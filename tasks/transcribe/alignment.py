@@ -172,6 +172,7 @@ class Aligner:
         self._build = build
         self._request: Any = None
         self.calls = 0
+        self.on_compiled: Callable[[], None] = lambda: None  # the worker's cache counts the memory
 
     @property
     def compiled(self) -> bool:
@@ -183,6 +184,7 @@ class Aligner:
         ``(B, heads, T, frames)`` and the next-token probabilities ``(B, T - 1)``."""
         if self._request is None:
             self._request = self._build().create_infer_request()
+            self.on_compiled()
         self.calls += 1
         width = max(len(s) for s in sequences)
         ids = np.full((len(sequences), width), pad, dtype=np.int64)

@@ -90,3 +90,18 @@ def test_a_short_file_arriving_during_a_long_one_is_not_held_behind_it(whisper_h
     assert short_text == alone, "joining a running engine call must not change a file's text"
     assert long_text == long_alone, "a file joined by another mid-call must keep its text"
     assert short_s < long_s / 2, f"short file took {short_s:.1f} s of the long file's {long_s:.1f} s"
+
+
+def test_word_timestamps_count_the_aligner_in_the_model_cache(whisper_home: dict[str, str]) -> None:
+    ctx = build_embedded_context(Settings.from_env(whisper_home), "CPU")
+    batcher = ctx.engine_for("whisper-base@1", "CPU")
+    before = ctx.cache.total_bytes()
+    batcher.transcribe(audio.iter_blocks(CLIPS[0], "q"), TranscribeOptions(language="en"))
+    assert ctx.cache.total_bytes() == before, "no word timestamps asked: no aligner, no more memory"
+    for _ in range(2):
+        words = batcher.transcribe(
+            audio.iter_blocks(CLIPS[0], "q"), TranscribeOptions(language="en", word_timestamps=True)
+        )
+        assert words.segments[0].words, "word timestamps were asked for"
+    decoder = batcher.engine._keepalive.buffers["openvino_decoder_model.bin"].nbytes
+    assert ctx.cache.total_bytes() == before + decoder, "the aligner is counted once, when it compiles"

@@ -67,3 +67,15 @@ def test_failed_load_caches_nothing() -> None:
     with pytest.raises(RuntimeError):
         cache.get_or_load(CacheKey.of(manifest("x"), "CPU"), "x", boom)
     assert cache.labels() == [] and cache.stats.misses == 1
+
+
+def test_a_model_that_grows_after_loading_is_counted_and_pushes_older_ones_out() -> None:
+    cache = ModelCache(max_models=10, max_bytes=100)
+    older, _ = cache.get_or_load(CacheKey.of(manifest("x"), "CPU"), "x", lambda: (Model("x"), 40))
+    key = CacheKey.of(manifest("y"), "CPU")
+    cache.get_or_load(key, "y", lambda: (Model("y"), 40))
+    cache.get_or_load(CacheKey.of(manifest("x"), "CPU"), "x", lambda: (Model("x"), 40))  # x most recent
+    cache.grow(key, 30)  # y grows while in use: 110 > 100, so x goes although it was used last
+    assert cache.labels() == ["y"] and older.released and cache.total_bytes() == 70
+    cache.grow(CacheKey.of(manifest("gone"), "CPU"), 1000)  # an evicted model growing changes nothing
+    assert cache.total_bytes() == 70
