@@ -55,6 +55,7 @@ bench: $(STAMP) system-deps redis
 	$(BIN)/python -m benchmarks.transcribe_bench
 	$(BIN)/python -m benchmarks.engines_bench
 	$(BIN)/python -m benchmarks.engine_ablation
+	$(BIN)/python -m benchmarks.worker_rss
 
 clean:
 	rm -rf build dist .cache/typecheck *.egg-info
