@@ -81,9 +81,7 @@ def _options(
 @click.option("--format", "formats", default=",".join(FORMATS), show_default=True)
 @click.option("--language", default="auto", show_default=True, help="Whisper language code, or auto to detect.")
 @click.option("--task", type=click.Choice(["transcribe", "translate"]), default="transcribe", show_default=True)
-@click.option(
-    "--word-timestamps", is_flag=True, help="Time each word (json output: words per segment); about 20 % slower."
-)
+@click.option("--word-timestamps", is_flag=True, help="Time each word (json output: words per segment); 7-16 % slower.")
 @click.option("--max-duration-s", type=float, default=None, help="Longer files fail (default: settings).")
 @click.option("--wait", is_flag=True, help="Show progress until the batch ends.")
 @click.option("--local", is_flag=True, help="Run in this process, no Redis or workers (embedded mode).")

@@ -11,6 +11,7 @@ inside its own block stream, and the other files go on.
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import time
@@ -23,6 +24,8 @@ import numpy as np
 
 from ovbatch.tasks.transcribe.engine import StreamRequest
 from ovbatch.tasks.transcribe.types import TranscribeOptions, Transcript
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(eq=False)  # identity: requests hold audio arrays
@@ -58,6 +61,7 @@ class Batcher:
 
     def transcribe(self, blocks: Iterable[np.ndarray], options: TranscribeOptions) -> Transcript:
         """Called from job threads: same signature as the engine's, so jobs need not know."""
+        self.engine.check_options(options)  # a bad option fails this job here, not a shared step
         request = _Request(blocks, options)
         with self._gate:
             if self._retired:
@@ -89,7 +93,11 @@ class Batcher:
         if self._then is not None:
             if not idle:
                 return []
-            self._then()
+            then, self._then = self._then, None
+            try:
+                then()
+            except Exception:  # retired either way: nothing can be queued behind it
+                log.exception("releasing an evicted model failed")
             return None
         taken: list[_Request] = []
         deadline = None

@@ -32,8 +32,9 @@ def register(app: Celery) -> None:
             return process_job(_context, payload, attempt=self.request.retries + 1)
         except JobLocked as exc:  # a duplicate delivery while the first run is alive: look again later
             raise self.retry(exc=exc, countdown=5, max_retries=None) from exc
-        except WorkerStopping as exc:  # SIGTERM mid-job: back to the head of the queue now, not after
-            # the visibility timeout (hours); kombu's Redis reject with requeue restores the message
+        except WorkerStopping as exc:  # SIGTERM mid-job: back in the queue now, not after the visibility
+            # timeout (hours); kombu's Redis reject with requeue restores the message (LPUSH: it is
+            # consumed with BRPOP, so it waits behind the jobs already queued)
             raise Reject(str(exc), requeue=True) from exc
 
     @app.task(name=NOOP)

@@ -25,6 +25,7 @@ window per call; each more window in a call adds 45 MB).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -171,6 +172,8 @@ class Aligner:
     def __init__(self, build: Callable[[], Any]) -> None:
         self._build = build
         self._request: Any = None
+        self._failed: BaseException | None = None
+        self._lock = threading.Lock()
         self.calls = 0
         self.on_compiled: Callable[[], None] = lambda: None  # the worker's cache counts the memory
 
@@ -178,13 +181,26 @@ class Aligner:
     def compiled(self) -> bool:
         return self._request is not None
 
+    def ensure(self) -> None:
+        """Compile now if not yet (any thread); a model the aligner cannot be built for fails every
+        later call at once, with the same error, instead of compiling again."""
+        with self._lock:
+            if self._failed is not None:
+                raise self._failed
+            if self._request is not None:
+                return
+            try:
+                self._request = self._build().create_infer_request()
+            except Exception as exc:
+                self._failed = exc
+                raise
+        self.on_compiled()
+
     def run(self, hidden: np.ndarray, sequences: list[list[int]], pad: int) -> tuple[np.ndarray, np.ndarray]:
         """Teacher-forced pass of each row of ``hidden`` over its token sequence (padded at the end
         with ``pad``; the causal mask keeps padding out of earlier positions). Returns the weights
         ``(B, heads, T, frames)`` and the next-token probabilities ``(B, T - 1)``."""
-        if self._request is None:
-            self._request = self._build().create_infer_request()
-            self.on_compiled()
+        self.ensure()
         self.calls += 1
         width = max(len(s) for s in sequences)
         ids = np.full((len(sequences), width), pad, dtype=np.int64)

@@ -165,7 +165,18 @@ class WhisperEngine:
         """Transcribe several files, their windows batched together."""
         return self.transcribe_streams([[a] for a in audios], options)
 
+    def check_options(self, options: TranscribeOptions) -> None:
+        """Raise here, for this file alone, what would otherwise fail a whole decoding step shared with
+        other files: a language or task the model does not know, or word timestamps it cannot give
+        (the aligner is compiled now, once per engine; a failure to build it is remembered)."""
+        self.specials.prompt(options.language or next(iter(self.specials.languages), "en"), options.task)
+        if options.word_timestamps:
+            if self.aligner is None:
+                raise ValueError("word timestamps need an engine built with from_loaded (it compiles the aligner)")
+            self.aligner.ensure()
+
     def transcribe_streams(self, streams: list[Iterable[np.ndarray]], options: TranscribeOptions) -> list[Transcript]:
+        self.check_options(options)
         out: list[Transcript | None] = [None] * len(streams)
 
         def keep(i: int) -> Callable[[Transcript], None]:
@@ -387,7 +398,8 @@ class WhisperEngine:
             for k, (i, prompt) in enumerate(zip(chunk, prompts, strict=True)):
                 window = windows[i]
                 assert window is not None
-                out[i] = self._time_words(tracks[i], window, texts[i], len(prompt), weights[k], probs[k])
+                own = weights[k][:, : len(sequences[k])]  # without the padding of a shorter row
+                out[i] = self._time_words(tracks[i], window, texts[i], len(prompt), own, probs[k])
         return out
 
     def _time_words(

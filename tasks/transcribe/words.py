@@ -22,7 +22,8 @@ over the 138 words of the test's files (faster-whisper, which seeks to the last 
 file into other windows); on that file of 12 sentences the sentence starts are 0.02 s from the
 truth on average (faster-whisper: 0.10 s); after 3 s of silence the next word starts within 0.02 s
 of the sound (0.6 s early without the trimming).
-Cost on 2 threads: 0.15 s per minute of audio on two 6-minute files (+19 %), 0.37 s on the 36
+Cost on 2 threads (benchmarks/engines_bench.py, batched): +16 % wall time on two 6-minute files, +7 % on
+the 36 clips. A development run measured 0.15 s per minute of audio on the long files (+19 %), 0.37 s on the 36
 clips (+13 %).
 """
 
@@ -166,7 +167,8 @@ def token_frames(weights: np.ndarray, prompt_len: int, n_text: int, num_frames: 
     std, mean = w.std(axis=-2, keepdims=True), w.mean(axis=-2, keepdims=True)  # over all tokens
     rows = slice(prompt_len, prompt_len + n_text + 1)  # the filter runs along time: other rows are not needed
     w = (w[:, rows] - mean) / np.where(std > 0, std, 1.0)
-    matrix = median_filter(w, MEDIAN_FILTER_WIDTH).mean(axis=0)
+    # one head at a time: a model without alignment heads uses every upper-layer head (hundreds)
+    matrix = np.mean([median_filter(head, MEDIAN_FILTER_WIDTH) for head in w], axis=0)
     text_indices, time_indices = dtw(-matrix)
     jumps = np.pad(np.diff(text_indices), (1, 0), constant_values=1).astype(bool)
     return time_indices[jumps]

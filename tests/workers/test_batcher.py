@@ -105,3 +105,14 @@ def test_word_timestamps_count_the_aligner_in_the_model_cache(whisper_home: dict
         assert words.segments[0].words, "word timestamps were asked for"
     decoder = batcher.engine._keepalive.buffers["openvino_decoder_model.bin"].nbytes
     assert ctx.cache.total_bytes() == before + decoder, "the aligner is counted once, when it compiles"
+
+
+def test_a_bad_option_fails_its_own_job_not_the_files_sharing_the_engine(whisper_home: dict[str, str]) -> None:
+    ctx = build_embedded_context(Settings.from_env(whisper_home), "CPU")
+    batcher = ctx.engine_for("whisper-base@1", "CPU")
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        good = pool.submit(batcher.transcribe, audio.iter_blocks(CLIPS[0], "q"), TranscribeOptions(language="en"))
+        bad = pool.submit(batcher.transcribe, audio.iter_blocks(CLIPS[1], "a"), TranscribeOptions(language="xx"))
+        error = bad.exception()
+        assert isinstance(error, InputError) and "language 'xx'" in str(error), error
+        assert "Quilter is the apostle" in good.result().text

@@ -309,3 +309,19 @@ def test_without_word_timestamps_nothing_changes_and_no_aligner_is_compiled(
     assert fresh.aligner.compiled and fresh.aligner.calls == 1, "one aligner call for the batch"
     strip = [[(s.start_s, s.end_s, s.text) for s in t.segments] for t in timed]
     assert strip == [[(s.start_s, s.end_s, s.text) for s in t.segments] for t in plain]
+
+
+def test_an_aligner_that_cannot_be_built_fails_fast_and_is_not_rebuilt() -> None:
+    from ovbatch.tasks.transcribe.alignment import Aligner
+
+    builds = []
+
+    def build() -> None:
+        builds.append(1)
+        raise RuntimeError("no cross-attention ops in this decoder")
+
+    aligner = Aligner(build)
+    for _ in range(3):
+        with pytest.raises(RuntimeError, match="no cross-attention"):
+            aligner.ensure()
+    assert builds == [1] and not aligner.compiled
