@@ -68,7 +68,9 @@ def make_clips(folder: Path) -> dict[str, str]:
                 continue
             raw = Path(tmp) / "raw.wav"
             subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-w", str(raw), text], check=True)
-            subprocess.run(["sox", str(raw), "-r", "16000", "-c", "1", str(folder / name)], check=True)
+            # -D: no dither. sox dithers with random noise by default, so every machine made slightly
+            # different clips, and word timings near a pause moved with that noise
+            subprocess.run(["sox", "-D", str(raw), "-r", "16000", "-c", "1", str(folder / name)], check=True)
     (folder / "references.json").write_text(json.dumps(refs, indent=2))
     return refs
 
@@ -81,7 +83,7 @@ def make_long_file(folder: Path, name: str, sentences: list[str], voice: str = "
         with tempfile.TemporaryDirectory() as tmp:
             raw = Path(tmp) / "raw.wav"
             subprocess.run(["espeak-ng", "-v", voice, "-s", "150", "-g", "6", "-w", str(raw), text], check=True)
-            subprocess.run(["sox", str(raw), "-r", "16000", "-c", "1", str(path)], check=True)
+            subprocess.run(["sox", "-D", str(raw), "-r", "16000", "-c", "1", str(path)], check=True)
     return path, text
 
 

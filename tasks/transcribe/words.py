@@ -238,18 +238,22 @@ def audible_frames(audio: np.ndarray) -> np.ndarray:
 
 
 def trim_pauses(word: WordTiming, audible: np.ndarray, offset_s: float) -> None:
-    """Cut a pause of ``MIN_PAUSE_FRAMES`` or more off the start and end of ``word`` (DTW lets the
-    first word after a pause start up to half a second early, in the silence)."""
+    """Keep a word to its own sound: DTW lets the first word after a pause start up to half a second
+    early, in the silence, sometimes with the last frames of the word before. The word's audible
+    frames are split at pauses of ``MIN_PAUSE_FRAMES`` or more; the longest run (the later one on a
+    tie) is the word, and a pause of that length at either end is cut off."""
     a = min(max(round((word.start_s - offset_s) * FRAMES_PER_S), 0), len(audible))
     b = min(max(round((word.end_s - offset_s) * FRAMES_PER_S), a), len(audible))
-    span = audible[a:b]
-    if not span.any():
+    loud = np.flatnonzero(audible[a:b])
+    if not len(loud):
         return
-    lead, trail = int(np.argmax(span)), int(np.argmax(span[::-1]))
-    if lead >= MIN_PAUSE_FRAMES:
-        word.start_s = offset_s + (a + lead) / FRAMES_PER_S
-    if trail >= MIN_PAUSE_FRAMES:
-        word.end_s = offset_s + (b - trail) / FRAMES_PER_S
+    runs = np.split(loud, np.flatnonzero(np.diff(loud) > MIN_PAUSE_FRAMES) + 1)
+    best = max(reversed(runs), key=len)
+    lo, hi = int(best[0]), int(best[-1]) + 1
+    if lo >= MIN_PAUSE_FRAMES or best is not runs[0]:
+        word.start_s = offset_s + (a + lo) / FRAMES_PER_S
+    if (b - a) - hi >= MIN_PAUSE_FRAMES or best is not runs[-1]:
+        word.end_s = offset_s + (a + hi) / FRAMES_PER_S
 
 
 @dataclass(frozen=True)
@@ -281,11 +285,11 @@ def segment_words(
             index += 1
         merge_punctuations(own, PREPEND_PUNCTUATIONS, APPEND_PUNCTUATIONS)
         words = [replace(w, start_s=w.start_s + offset_s, end_s=w.end_s + offset_s) for w in own if w.text]
-        for word in words:
-            trim_pauses(word, audible, offset_s)
         if words:
             _fix_edges(words, segment, median, longest, last_speech_s)
             last_speech_s = segment.end_s
+        for word in words:  # last: the edge rules above can move a start back into the pause
+            trim_pauses(word, audible, offset_s)
         out.append(tuple(_clamped(words, segment)))
     return out, last_speech_s
 
