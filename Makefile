@@ -56,6 +56,7 @@ bench: $(STAMP) system-deps redis
 	$(BIN)/python -m benchmarks.engines_bench
 	$(BIN)/python -m benchmarks.engine_ablation
 	$(BIN)/python -m benchmarks.worker_rss
+	$(BIN)/python -m benchmarks.wer_noise
 
 clean:
 	rm -rf build dist .cache/typecheck *.egg-info

@@ -60,21 +60,28 @@ def optimum() -> Callable[[list[Path]], list[str]]:
     return lambda paths: [asr(load(p), generate_kwargs=kwargs)["text"] for p in paths]
 
 
-def ours(batched: bool, word_timestamps: bool = False) -> Callable[[list[Path]], list[str]]:
+def ours_engine(word_timestamps: bool = False) -> tuple[Any, Any]:
+    """ovbatch's engine from the encrypted registry of cold_load.py's setup, and greedy English options."""
     from ovbatch.crypto.keyring import Keyring
     from ovbatch.ov import make_core
     from ovbatch.registry.loader import load_and_compile
     from ovbatch.registry.refs import ModelRef
     from ovbatch.registry.registry import Registry
     from ovbatch.storage.file import FileStore
-    from ovbatch.tasks.transcribe import audio
     from ovbatch.tasks.transcribe.engine import WhisperEngine
     from ovbatch.tasks.transcribe.types import TranscribeOptions
 
+    setup()
     registry = Registry(FileStore(OUT / "registry"), Keyring.load(OUT / "keyring.json"))
     version, compiled = load_and_compile(registry, ModelRef("whisper-base"), make_core(), "CPU")
-    engine = WhisperEngine.from_loaded(version, compiled)
     options = TranscribeOptions(language="en", word_timestamps=word_timestamps)
+    return WhisperEngine.from_loaded(version, compiled), options
+
+
+def ours(batched: bool, word_timestamps: bool = False) -> Callable[[list[Path]], list[str]]:
+    from ovbatch.tasks.transcribe import audio
+
+    engine, options = ours_engine(word_timestamps)
     if batched:
         return lambda paths: [t.text for t in engine.transcribe_many([load(p) for p in paths], options)]
     return lambda paths: [engine.transcribe(audio.iter_blocks(p, p.name), options).text for p in paths]
