@@ -22,7 +22,7 @@ import soundfile as sf
 
 from benchmarks.cold_load import IR, OUT, setup
 from benchmarks.speech import make_clips
-from benchmarks.transcribe_bench import SPEECH, long_files, measure
+from benchmarks.transcribe_bench import SPEECH, asr_pipeline, long_files, measure
 
 
 def timed(name: str, paths: list[Path], refs: list[str], run: Callable[[list[Path]], list[str]]) -> dict[str, Any]:
@@ -45,17 +45,8 @@ def genai() -> Callable[[list[Path]], list[str]]:
 
 def optimum() -> Callable[[list[Path]], list[str]]:
     from optimum.intel import OVModelForSpeechSeq2Seq
-    from transformers import WhisperProcessor, pipeline
 
-    model = OVModelForSpeechSeq2Seq.from_pretrained(str(IR), device="CPU")
-    proc = WhisperProcessor.from_pretrained(str(IR))
-    asr = pipeline(
-        "automatic-speech-recognition",
-        model=model,
-        tokenizer=proc.tokenizer,
-        feature_extractor=proc.feature_extractor,
-        chunk_length_s=30,
-    )
+    asr = asr_pipeline(OVModelForSpeechSeq2Seq.from_pretrained(str(IR), device="CPU"), IR)
     kwargs = {"language": "en", "task": "transcribe", "num_beams": 1}
     return lambda paths: [asr(load(p), generate_kwargs=kwargs)["text"] for p in paths]
 

@@ -103,24 +103,32 @@ def faster_whisper(compute_type: str, batched: bool = False) -> Any:
     return run
 
 
+def asr_pipeline(model: Any, folder: Path, **kwargs: Any) -> Any:
+    """transformers' speech-recognition pipeline over ``model``, with the processor in ``folder``,
+    long audio in 30 s chunks (for the PyTorch and optimum-intel rows)."""
+    from transformers import WhisperProcessor, pipeline
+
+    proc = WhisperProcessor.from_pretrained(folder)
+    return pipeline(
+        "automatic-speech-recognition",
+        model=model,
+        tokenizer=proc.tokenizer,
+        feature_extractor=proc.feature_extractor,
+        chunk_length_s=30,
+        **kwargs,
+    )
+
+
 def torch_fp32(work: Path) -> Any:
     import torch
-    from transformers import WhisperForConditionalGeneration, WhisperProcessor, pipeline
+    from transformers import WhisperForConditionalGeneration
 
     from ovbatch.registry.ct2 import rebuild_hf_whisper
 
     torch.set_num_threads(THREADS)
     rebuild_hf_whisper(CT2, work / "hf")
     model = WhisperForConditionalGeneration.from_pretrained(work / "hf").eval()
-    proc = WhisperProcessor.from_pretrained(work / "hf")
-    asr = pipeline(
-        "automatic-speech-recognition",
-        model=model,
-        tokenizer=proc.tokenizer,
-        feature_extractor=proc.feature_extractor,
-        chunk_length_s=30,
-        device="cpu",
-    )
+    asr = asr_pipeline(model, work / "hf", device="cpu")
 
     def run(paths: list[Path]) -> list[str]:
         out = []

@@ -143,11 +143,12 @@ class WhisperEngine:
     def from_loaded(cls, version: Any, compiled: dict[str, Any], config: EngineConfig | None = None) -> WhisperEngine:
         """From ``load_and_compile``'s decrypted version (for the JSON files) and compiled models."""
         tokenizer_json, model_config = version.text("tokenizer.json"), json.loads(version.text("config.json"))
-        specials = SpecialTokens.from_json(version.text("generation_config.json"), tokenizer_json)
+        generation = version.text("generation_config.json")
+        specials = SpecialTokens.from_json(generation, tokenizer_json)
         features = LogMel(FeatureConfig.from_json(version.text("preprocessor_config.json")))
         if model_config.get("num_mel_bins", 80) != features.config.n_mels:
             raise ValueError("config.json num_mel_bins differs from preprocessor_config.json feature_size")
-        heads = json.loads(version.text("generation_config.json")).get("alignment_heads") or default_alignment_heads(
+        heads = json.loads(generation).get("alignment_heads") or default_alignment_heads(
             int(model_config["decoder_layers"]), int(model_config["decoder_attention_heads"])
         )
         aligner = Aligner(lambda: compile_aligner(version, compiled[DECODER], heads, specials.eot))
@@ -169,7 +170,7 @@ class WhisperEngine:
         """Raise here, for this file alone, what would otherwise fail a whole decoding step shared with
         other files: a language or task the model does not know, or word timestamps it cannot give
         (the aligner is compiled now, once per engine; a failure to build it is remembered)."""
-        self.specials.prompt(options.language or next(iter(self.specials.languages), "en"), options.task)
+        self.specials.prompt(options.language or "en", options.task)  # auto: detection picks a known one
         if options.word_timestamps:
             if self.aligner is None:
                 raise ValueError("word timestamps need an engine built with from_loaded (it compiles the aligner)")

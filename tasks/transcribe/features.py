@@ -105,7 +105,11 @@ class LogMel:
         window = np.zeros(c.n_samples, dtype=np.float32)
         n = min(len(audio), c.n_samples)
         window[:n] = audio[:n]
-        mel = self._filters @ self.power_spectrum(window)[:, :-1]
+        return self._log_mel(window)
+
+    def _log_mel(self, audio: np.ndarray) -> np.ndarray:
+        """Whisper's scaled log-mel of exactly ``audio``: clipped 8 below its own maximum."""
+        mel = self._filters @ self.power_spectrum(audio)[:, :-1]
         log_spec = np.log10(np.maximum(mel, 1e-10))
         log_spec = np.maximum(log_spec, log_spec.max() - 8.0)
         return ((log_spec + 4.0) / 4.0).astype(np.float32)
@@ -115,12 +119,10 @@ class LogMel:
         zero-padded *in log-mel space* to the window. The same as ``__call__`` for a full window."""
         c = self.config
         clip = np.pad(audio[: c.n_samples].astype(np.float32, copy=False), (0, c.hop_length))
-        mel = self._filters @ self.power_spectrum(clip)[:, :-1]
-        log_spec = np.log10(np.maximum(mel, 1e-10))
-        log_spec = np.maximum(log_spec, log_spec.max() - 8.0)
+        log_mel = self._log_mel(clip)
         out = np.zeros((c.n_mels, c.n_frames), dtype=np.float32)
-        n = min(log_spec.shape[1], c.n_frames)
-        out[:, :n] = (log_spec[:, :n] + 4.0) / 4.0
+        n = min(log_mel.shape[1], c.n_frames)
+        out[:, :n] = log_mel[:, :n]
         return out
 
     def batch(self, windows: list[np.ndarray], pad_log_mel: bool = False) -> np.ndarray:

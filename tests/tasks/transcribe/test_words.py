@@ -218,8 +218,10 @@ def test_aligner_weights_equal_transformers_cross_attentions(
     f32 = Aligner(lambda: compile_aligner(version, compiled[DECODER], alignment_heads, eot, precision="f32"))
     assert engine.aligner is not None
     # measured: f32 within 3e-6 (probabilities 2e-5); the CPU's default bf16 within 0.015, mean 1e-5
-    for aligner, atol in ((f32, 1e-4), (engine.aligner, 0.05)):
+    for label, aligner, atol in (("f32", f32, 1e-4), ("default precision", engine.aligner, 0.05)):
         weights, probs = aligner.run(hidden, sequences, eot)
+        worst = max(float(np.abs(weights[r, :, : len(s)] - want_weights[r]).max()) for r, s in enumerate(sequences))
+        print(f"\naligner ({label}) against transformers' cross-attentions: max |difference| {worst:.1e}")
         for row, seq in enumerate(sequences):
             got = weights[row, :, : len(seq)]
             np.testing.assert_allclose(got, want_weights[row], atol=atol, err_msg=f"row {row}: weights differ")
@@ -271,6 +273,8 @@ def test_word_times_agree_with_faster_whisper(
     truth = [(b + int(np.argmax(np.abs(c) > 0.02))) / 16000 for b, c in zip(bounds, sentences, strict=True)]
     words = [w for s in got[-1].segments for w in s.words]
     errors = [next(w.start_s for w in words if w.end_s > t + 0.05) - t for t in truth]
+    size = np.abs(errors)
+    print(f"sentence starts in the 45 s file: mean |error| {size.mean():.3f} s, max {size.max():.3f} s")
     assert np.mean(np.abs(errors)) <= 0.06 and max(np.abs(errors)) <= 0.15, f"sentence start errors {errors}"
 
 
@@ -289,6 +293,7 @@ def test_first_word_after_a_pause_starts_when_the_speech_does(
         words = [w for s in transcript.segments for w in s.words]
         first = next(w for w in words if w.end_s > len(a) / 16000 + 1.0)
         # without trimming pauses off words, one of these started 0.6 s early (faster-whisper too)
+        print(f"\nfirst word after 3 s of silence: {first.start_s - resumes_s:+.3f} s from the sound")
         assert resumes_s - 0.1 <= first.start_s <= resumes_s + 0.3, f"{first} for speech resuming at {resumes_s:.2f}"
         before = [w for w in words if w.end_s <= resumes_s]
         assert before and before[-1].end_s <= len(a) / 16000 + 0.1, f"{before[-1:]} runs into the silence"
