@@ -1,0 +1,1 @@
+"""Image generation jobs: Stable Diffusion / LCM pipelines on openvino_genai, LoRA adapters, PNG outputs."""
