@@ -239,12 +239,12 @@ def cache_hit_vs_cold(work: Path) -> dict[str, float]:
     env = {"OVBATCH_STORAGE_URL": (work / "storage").as_uri(), "OVBATCH_KEYRING": str(work / "keyring.json")}
     ctx = build_embedded_context(Settings.from_env(env), "CPU")
     t0 = time.perf_counter()
-    ctx.engine_for("whisper-base@1", "CPU")
+    ctx.engine("transcribe", "whisper-base@1", "CPU")
     cold = time.perf_counter() - t0
     hits = []
     for _ in range(20):
         t0 = time.perf_counter()
-        ctx.engine_for("whisper-base@1", "CPU")
+        ctx.engine("transcribe", "whisper-base@1", "CPU")
         hits.append(time.perf_counter() - t0)
     hit = statistics.median(hits)
     return {

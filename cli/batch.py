@@ -1,24 +1,29 @@
-"""``ovbatch transcribe | watch | status | results | cancel | retry``: bulk transcription batches."""
+"""``ovbatch watch | status | results | cancel | retry``, and the submission path every kind's command
+uses (``submit_batch``): Redis and workers when reachable, else the embedded mode. Imports no kind."""
 
 from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 
+from ovbatch import kinds
 from ovbatch.batches import BatchStore, RedisBatchStore
 from ovbatch.errors import ConfigError
+from ovbatch.kinds import JobKind
+from ovbatch.registry.registry import Registry
 from ovbatch.settings import Settings
-from ovbatch.tasks.transcribe.types import FORMATS, TranscribeOptions
+from ovbatch.submission import Plan, Submission, new_batch_id, out_url_of, record_batch
 
 from .helpers import clean_errors, open_registry, settings_of
-from .progress import follow
+from .progress import follow, units_text
 
-if TYPE_CHECKING:
-    from ovbatch.tasks.transcribe.submit import Submission
+# (batch id, registry, out url) -> the kind's jobs for this submission
+Planner = Callable[[str, Registry, str], Plan]
 
 
 def redis_client(settings: Settings, *, required: bool) -> Any:
@@ -50,7 +55,7 @@ def print_outcome(store: BatchStore, batch_id: str, s: dict[str, Any]) -> None:
     click.echo(
         f"batch {batch_id}: {s['done']} done, {s['skipped']} skipped (already done), {s['failed']} failed, "
         f"{s['cancelled']} cancelled, {s['queued'] + s['running']} open of {s['total']}; "
-        f"{s['audio_s']:.1f} s of audio"
+        f"{units_text(s)}"
     )
     for record in sorted(store.jobs(batch_id).values(), key=lambda r: r["display"]):
         if record["status"] == "failed":
@@ -60,60 +65,22 @@ def print_outcome(store: BatchStore, batch_id: str, s: dict[str, Any]) -> None:
     click.echo(f"outputs and batch-{batch_id}.json report under {s['meta'].get('out')}")
 
 
-def _options(
-    formats: str, language: str, task: str, word_timestamps: bool = False
-) -> tuple[tuple[str, ...], TranscribeOptions]:
-    chosen = tuple(f.strip().lower() for f in formats.split(",") if f.strip())
-    bad = [f for f in chosen if f not in FORMATS]
-    if bad or not chosen:
-        raise click.BadParameter(
-            f"{','.join(bad) or formats!r}: choose from {','.join(FORMATS)}", param_hint="--format"
-        )
-    lang = None if language.lower() == "auto" else language.lower()
-    return chosen, TranscribeOptions(language=lang, task=task, word_timestamps=word_timestamps)  # type: ignore[arg-type]
-
-
-@click.command()
-@click.argument("sources", nargs=-1, required=True)
-@click.option("--model", required=True, help="Registry model, NAME or NAME@VERSION.")
-@click.option("--device", default="CPU", show_default=True, help="OpenVINO device whose queue gets the jobs.")
-@click.option("--out", required=True, help="Where outputs go: s3://bucket/prefix/, file:///dir or a local dir.")
-@click.option("--format", "formats", default=",".join(FORMATS), show_default=True)
-@click.option("--language", default="auto", show_default=True, help="Whisper language code, or auto to detect.")
-@click.option("--task", type=click.Choice(["transcribe", "translate"]), default="transcribe", show_default=True)
-@click.option("--word-timestamps", is_flag=True, help="Time each word (json output: words per segment); 7-16 % slower.")
-@click.option("--max-duration-s", type=float, default=None, help="Longer files fail (default: settings).")
-@click.option("--wait", is_flag=True, help="Show progress until the batch ends.")
-@click.option("--local", is_flag=True, help="Run in this process, no Redis or workers (embedded mode).")
-@click.pass_context
-@clean_errors
-def transcribe(
-    ctx: click.Context,
-    sources: tuple[str, ...],
-    model: str,
-    device: str,
-    out: str,
-    formats: str,
-    language: str,
-    task: str,
-    word_timestamps: bool,
-    max_duration_s: float | None,
-    wait: bool,
-    local: bool,
+def submit_batch(
+    ctx: click.Context, kind: JobKind, planner: Planner, *, out: str, device: str, wait: bool, local: bool
 ) -> None:
-    """Transcribe SOURCES (files, dirs, globs, .zip/.tar archives, s3:// prefixes, @manifest files)."""
+    """Plan, record and run a batch of ``kind``: queued for the device's workers through Redis, or run
+    in this process (embedded mode) with ``--local`` or when Redis is unreachable."""
     settings = settings_of(ctx)
-    chosen, options = _options(formats, language, task, word_timestamps)
     client = None if local else redis_client(settings, required=False)
     if client is None and not local:
         click.echo(f"Redis at {settings.masked()['broker_url']} is unreachable: running in embedded mode", err=True)
-    registry = open_registry(ctx, need_keyring=client is None)
     if client is None:
-        _run_embedded(ctx, settings, list(sources), model, device, out, chosen, options, max_duration_s)
+        _run_embedded(ctx, settings, kind, planner, out, device)
         return
+    registry = open_registry(ctx, need_keyring=False)
     store = RedisBatchStore(client)
-    sub = _submit(settings, registry, store, list(sources), model, device, out, chosen, options, max_duration_s)
-    _enqueue(settings, sub)
+    sub = _record(settings, kind, planner, registry, store, out)
+    enqueue(settings, kind, sub.queued)
     click.echo(
         f"batch {sub.batch_id}: {len(sub.queued)} queued on {device}, {sub.skipped} already done, "
         f"{sub.failed} failed at submission; follow it with `ovbatch watch {sub.batch_id}`"
@@ -125,78 +92,49 @@ def transcribe(
             ctx.exit(1)
 
 
-def _submit(
-    settings: Settings,
-    registry: Any,
-    store: BatchStore,
-    sources: list[str],
-    model: str,
-    device: str,
-    out: str,
-    formats: tuple[str, ...],
-    options: TranscribeOptions,
-    max_duration_s: float | None,
+def _record(
+    settings: Settings, kind: JobKind, planner: Planner, registry: Registry, store: BatchStore, out: str
 ) -> Submission:
     from ovbatch.storage import open_store
-    from ovbatch.tasks.transcribe.submit import submit
-    from ovbatch.workers.runtime import write_report
+    from ovbatch.workers.runtime import finish_batch
 
-    sub = submit(
-        sources,
-        registry=registry,
-        batches=store,
-        out=out,
-        model=model,
-        device=device,
-        options=options,
-        formats=formats,
-        max_audio_duration_s=max_duration_s or settings.max_audio_duration_s,
-        s3_endpoint_url=settings.s3_endpoint_url,
-        out_store=lambda url: open_store(url, s3_endpoint_url=settings.s3_endpoint_url),
-    )
+    batch_id, out_url = new_batch_id(), out_url_of(out)
+    plan = planner(batch_id, registry, out_url)
+    out_store = lambda url: open_store(url, s3_endpoint_url=settings.s3_endpoint_url)  # noqa: E731
+    sub = record_batch(kind, batch_id, plan, store, out_url, out_store)
     if not sub.queued:  # nothing will run, so no worker will write the report
-        meta = (store.summary(sub.batch_id) or {}).get("meta", {})
-        write_report(store, sub.batch_id, open_store(meta["out"], s3_endpoint_url=settings.s3_endpoint_url))
+        finish_batch(store, sub.batch_id, out_store(out_url))
     return sub
 
 
-def _enqueue(settings: Settings, sub: Submission) -> None:
+def enqueue(settings: Settings, kind: JobKind, jobs: list[Any]) -> None:
     from ovbatch.workers.app import make_app, queue_for
-    from ovbatch.workers.tasks import TRANSCRIBE
 
     app = make_app(settings)
-    for job in sub.queued:
+    for job in jobs:
         app.send_task(
-            TRANSCRIBE, args=[job.to_json()], queue=queue_for(job.device), task_id=f"{job.batch_id}.{job.job_id}"
+            kind.task_name, args=[job.to_json()], queue=queue_for(job.device), task_id=f"{job.batch_id}.{job.job_id}"
         )
 
 
 def _run_embedded(
-    ctx: click.Context,
-    settings: Settings,
-    sources: list[str],
-    model: str,
-    device: str,
-    out: str,
-    formats: tuple[str, ...],
-    options: TranscribeOptions,
-    max_duration_s: float | None,
+    ctx: click.Context, settings: Settings, kind: JobKind, planner: Planner, out: str, device: str
 ) -> None:
     from ovbatch.workers.main import build_embedded_context
     from ovbatch.workers.runtime import process_job
 
     worker = build_embedded_context(settings, device)
     store = worker.batches
-    sub = _submit(settings, worker.registry, store, sources, model, device, out, formats, options, max_duration_s)
+    sub = _record(settings, kind, planner, worker.registry, store, out)
     errors: list[BaseException] = []
 
     def run_all() -> None:
         from concurrent.futures import ThreadPoolExecutor
 
-        # as a worker does: several jobs at once, their windows batched through one engine
+        # as a worker does: several jobs at once in threads, sharing the cached engine
         try:
             with ThreadPoolExecutor(max_workers=worker.batch_files, thread_name_prefix="ovbatch-job") as pool:
-                list(pool.map(lambda job: process_job(worker, job.to_json()), sub.queued))
+                list(pool.map(lambda job: process_job(worker, kind, job.to_json()), sub.queued))
         except BaseException as exc:  # surfaced below, after the progress display ends
             errors.append(exc)
             store.cancel(sub.batch_id)
@@ -233,7 +171,7 @@ def watch(ctx: click.Context, batch_id: str) -> None:
 @click.pass_context
 @clean_errors
 def status(ctx: click.Context, batch_id: str, as_json: bool) -> None:
-    """Counts per state, audio seconds, times and per-file errors of BATCH_ID."""
+    """Counts per state, units done (audio seconds, images), times and per-job errors of BATCH_ID."""
     store = batch_store(ctx)
     s = summary_or_fail(store, batch_id)
     if as_json:
@@ -282,13 +220,11 @@ def cancel(ctx: click.Context, batch_id: str) -> None:
 @click.pass_context
 @clean_errors
 def retry(ctx: click.Context, batch_id: str) -> None:
-    """Queue BATCH_ID's failed (not bad-input) and cancelled files again."""
-    from ovbatch.tasks.transcribe.spec import TranscribeJob
-    from ovbatch.tasks.transcribe.submit import Submission
-
+    """Queue BATCH_ID's failed (not bad-input) and cancelled jobs again."""
     settings = settings_of(ctx)
     store = batch_store(ctx)
-    summary_or_fail(store, batch_id)
+    s = summary_or_fail(store, batch_id)
+    kind = kinds.get(s["meta"].get("kind", "transcribe"))  # batches from before job kinds were transcriptions
     specs = store.specs(batch_id)
     again = [
         jid
@@ -300,15 +236,17 @@ def retry(ctx: click.Context, batch_id: str) -> None:
         click.echo(f"batch {batch_id}: nothing to retry (bad-input failures are never retried)")
         return
     store.reopen(batch_id)
-    sub = Submission(batch_id)
+    jobs = []
     for jid in again:
-        job = TranscribeJob.from_json(specs[jid])
+        jobs.append(kind.spec.from_json(specs[jid]))
         store.set_job(batch_id, jid, {**store.jobs(batch_id)[jid], "status": "queued", "error": None})
-        sub.queued.append(job)
-    _enqueue(settings, sub)
+    enqueue(settings, kind, jobs)
     click.echo(f"batch {batch_id}: {len(again)} file(s) queued again")
 
 
 def add_to(group: click.Group) -> None:
-    for command in (transcribe, watch, status, results, cancel, retry):
+    for command in (watch, status, results, cancel, retry):
         group.add_command(command)
+    for kind in kinds.all_kinds():
+        for command in kind.commands():
+            group.add_command(command)

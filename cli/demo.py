@@ -69,7 +69,9 @@ def demo(ctx: click.Context, cache: Path, audio: Path, out: Path) -> None:
         f"{secs['decrypt']:.2f} s, read_model {secs['read_model']:.2f} s, compile {secs['compile']:.2f} s"
     )
     click.echo(f"[5/5] transcribing {audio}/ in this process (embedded mode: no Redis or workers needed) ...")
-    from .batch import transcribe
+    from ovbatch import kinds
+
+    transcribe = next(c for c in kinds.get("transcribe").commands() if c.name == "transcribe")
 
     try:
         ctx.invoke(

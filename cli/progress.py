@@ -1,4 +1,5 @@
-"""Live batch progress: files done and failed, audio-seconds processed, throughput, ETA."""
+"""Live batch progress: jobs done and failed, the kind's units (audio seconds, images) and finer work
+(denoising steps), throughput, ETA. The kind's ``Unit`` travels in the batch meta."""
 
 from __future__ import annotations
 
@@ -9,11 +10,27 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+AUDIO = {"name": "audio_s", "label": "s of audio", "rate": "x real time", "rate_per_s": 1.0, "work": None}
+
+
+def unit_of(s: dict[str, Any]) -> dict[str, Any]:
+    return s.get("meta", {}).get("unit") or AUDIO  # batches from before job kinds were transcriptions
+
+
+def units_text(s: dict[str, Any]) -> str:
+    unit = unit_of(s)
+    digits = 1 if unit["name"].endswith("_s") else 0
+    return f"{s['units']:.{digits}f} {unit['label']}"
+
 
 def describe(s: dict[str, Any], now: float) -> str:
+    unit = unit_of(s)
     started = s.get("started_s") or now
     elapsed = max((s.get("ended_s") or now) - started, 1e-9)
-    rtfx = s["audio_s"] / elapsed if s["audio_s"] else 0.0
+    rate = s["units"] / elapsed * unit["rate_per_s"] if s["units"] else 0.0
+    work = ""
+    if unit.get("work") and s.get("meta", {}).get("work_total"):
+        work = f"  {unit['work']} {s.get('work', 0):.0f}/{s['meta']['work_total']:.0f}"
     finished = s["done"] + s["failed"] + s["skipped"] + s["cancelled"]
     open_jobs = s["total"] - finished
     eta = ""
@@ -21,7 +38,7 @@ def describe(s: dict[str, Any], now: float) -> str:
         eta = f"  ETA {time.strftime('%H:%M:%S', time.gmtime(elapsed / s['done'] * open_jobs))}"
     return (
         f"done {s['done']}  failed {s['failed']}  skipped {s['skipped']}  running {s['running']}  "
-        f"audio {s['audio_s']:.0f} s  {rtfx:.1f}x real time{eta}"
+        f"{units_text(s)}{work}  {rate:.1f} {unit['rate']}{eta}"
     )
 
 

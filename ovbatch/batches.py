@@ -1,4 +1,5 @@
-"""Batch records: counts per state, per-file status and errors, audio seconds, start and end.
+"""Batch records: counts per state, per-job status and errors, units done (the kind's: audio seconds,
+images), finer work done while jobs run (denoising steps), start and end.
 
 Two backends with one interface: Redis (shared by the CLI and every worker) and in-memory (the
 embedded mode, where jobs run in the submitting process). A job's status moves atomically with
@@ -31,7 +32,7 @@ if before ~= new['status'] then
   if before then redis.call('HINCRBY', KEYS[1], before, -1) end
   redis.call('HINCRBY', KEYS[1], new['status'], 1)
   if new['status'] == 'done' then
-    redis.call('HINCRBYFLOAT', KEYS[1], 'audio_s', new['audio_s'] or 0)
+    redis.call('HINCRBYFLOAT', KEYS[1], 'units', new['units'] or 0)
   end
   if new['status'] == 'running' and not redis.call('HGET', KEYS[1], 'started_s') then
     redis.call('HSET', KEYS[1], 'started_s', ARGV[3])
@@ -81,6 +82,10 @@ class BatchStore(ABC):
     @abstractmethod
     def is_cancelled(self, batch_id: str) -> bool: ...
 
+    @abstractmethod
+    def add_work(self, batch_id: str, amount: float) -> None:
+        """Count finer work done by a running job (its kind's ``Unit.work``: denoising steps)."""
+
     def job(self, batch_id: str, job_id: str) -> dict[str, Any] | None:
         return self.jobs(batch_id).get(job_id)
 
@@ -90,7 +95,8 @@ def _summary(fields: dict[str, str]) -> dict[str, Any]:
     for state in STATES:
         out[state] = int(fields.get(state, 0))
     out["total"] = int(fields.get("total", 0))
-    out["audio_s"] = float(fields.get("audio_s", 0.0))
+    out["units"] = float(fields.get("units", 0.0))
+    out["work"] = float(fields.get("work", 0.0))
     for key in ("created_s", "started_s", "ended_s"):
         out[key] = float(fields[key]) if key in fields else None
     out["cancel_requested"] = fields.get("cancel") == "1"
@@ -165,6 +171,9 @@ class RedisBatchStore(BatchStore):
     def reopen(self, batch_id: str) -> None:
         self.client.hdel(self._keys(batch_id)[0], "ended_s", "cancel")
 
+    def add_work(self, batch_id: str, amount: float) -> None:
+        self.client.hincrbyfloat(self._keys(batch_id)[0], "work", amount)
+
     def recent(self, limit: int = 20) -> list[str]:
         return [b.decode() for b in self.client.zrevrange(f"{self.prefix}:batches", 0, limit - 1)]
 
@@ -207,7 +216,7 @@ class MemoryBatchStore(BatchStore):
                     fields[before] = str(int(fields[before]) - 1)
                 fields[record["status"]] = str(int(fields[record["status"]]) + 1)
                 if record["status"] == "done":
-                    fields["audio_s"] = str(float(fields.get("audio_s", 0)) + float(record.get("audio_s") or 0))
+                    fields["units"] = str(float(fields.get("units", 0)) + float(record.get("units") or 0))
                 if record["status"] == "running":
                     fields.setdefault("started_s", str(time.time()))
             if int(fields["queued"]) + int(fields["running"]) == 0 and "ended_s" not in fields:
@@ -236,3 +245,8 @@ class MemoryBatchStore(BatchStore):
         with self._lock:
             self._batches[batch_id].pop("ended_s", None)
             self._batches[batch_id].pop("cancel", None)
+
+    def add_work(self, batch_id: str, amount: float) -> None:
+        with self._lock:
+            fields = self._batches[batch_id]
+            fields["work"] = str(float(fields.get("work", 0)) + amount)

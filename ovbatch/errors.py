@@ -27,6 +27,10 @@ class CorruptModelError(InputError):
     """Raised when a model's files exist but OpenVINO or the importer cannot parse them."""
 
 
+class AdapterMismatchError(InputError):
+    """Raised when a LoRA adapter does not apply to its base model: no layer matches, or shapes differ."""
+
+
 class StorageError(OvbatchError):
     """Raised when object storage cannot be reached or refuses an operation."""
 
@@ -93,3 +97,15 @@ class JobCancelled(OvbatchError):
 
 class WorkerStopping(OvbatchError):
     """Raised inside a running job when its worker is shutting down: the job goes back to its queue."""
+
+
+class BadMessageError(InputError):
+    """Raised when a job message fails validation: an unknown field, a wrong type, a value out of range."""
+
+
+class WrongModelKindError(InputError):
+    """Raised when a job names a registry model of a kind its job kind cannot run (a Whisper for txt2img)."""
+
+
+class ModelRetired(RuntimeError):
+    """Raised when a job reaches an engine the model cache has just evicted; running the job again reloads it."""

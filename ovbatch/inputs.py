@@ -56,6 +56,7 @@ from ovbatch.storage import ObjectStore, open_store
 
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
 MANIFEST_MARK = "@"
+UPLOADED = "registry:"  # a job's input_url prefix: a content-addressed upload in the registry's storage
 DIGEST_CHUNK_BYTES = 1 << 20
 
 
@@ -341,3 +342,12 @@ def _walk_audio(top: Path, on_error: Callable[[OSError], None]) -> Iterator[tupl
             if is_audio(name):
                 path = Path(folder) / name
                 yield path, path.relative_to(top).as_posix()
+
+
+def open_input(registry_store: ObjectStore, url: str, s3_endpoint_url: str | None = None) -> BinaryIO:
+    """A job's input stream: an upload in the registry's storage, or an object where it lies."""
+    from ovbatch.storage import open_object
+
+    if url.startswith(UPLOADED):
+        return registry_store.open(url[len(UPLOADED) :])
+    return open_object(url, s3_endpoint_url=s3_endpoint_url)

@@ -61,6 +61,11 @@ class Settings:
     cache_max_bytes: int = 8 << 30
     # jobs a worker runs at once (threads); their audio windows are batched through one engine
     worker_batch_files: int = 8
+    # image jobs: the worker's own limits (a message cannot raise them), and how many pipelines
+    # (infer requests) one worker runs at once: one uses every core it is pinned to
+    max_image_side: int = 2048
+    max_image_steps: int = 200
+    image_pipelines: int = 1
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, cwd: Path | None = None) -> Settings:
@@ -78,6 +83,9 @@ class Settings:
                 ("cache_max_models", cls.cache_max_models),
                 ("cache_max_bytes", cls.cache_max_bytes),
                 ("worker_batch_files", cls.worker_batch_files),
+                ("max_image_side", cls.max_image_side),
+                ("max_image_steps", cls.max_image_steps),
+                ("image_pipelines", cls.image_pipelines),
             )
         }
         if numbers["job_time_limit_s"] >= numbers["visibility_timeout_s"]:
@@ -102,6 +110,9 @@ class Settings:
             cache_max_models=int(numbers["cache_max_models"]),
             cache_max_bytes=int(numbers["cache_max_bytes"]),
             worker_batch_files=int(numbers["worker_batch_files"]),
+            max_image_side=int(numbers["max_image_side"]),
+            max_image_steps=int(numbers["max_image_steps"]),
+            image_pipelines=int(numbers["image_pipelines"]),
         )
 
     def masked(self) -> dict[str, str]:
@@ -118,4 +129,7 @@ class Settings:
             "cache_max_models": str(self.cache_max_models),
             "cache_max_bytes": str(self.cache_max_bytes),
             "worker_batch_files": str(self.worker_batch_files),
+            "max_image_side": str(self.max_image_side),
+            "max_image_steps": str(self.max_image_steps),
+            "image_pipelines": str(self.image_pipelines),
         }

@@ -1,2 +1,10 @@
-"""Job kinds (imported as ``ovbatch.tasks``): one module per kind, each a pure function plus a thin
-Celery task. Transcription arrives with the next issue; nothing is registered yet."""
+"""Job kinds (imported as ``ovbatch.tasks``): one subpackage per kind, each declaring a
+``ovbatch.kinds.JobKind`` named ``KIND`` in its ``kind`` module. docs/JOB_KINDS.md says how to add one.
+
+Registering a kind is one line here: its name (the Celery task is ``ovbatch.<name>``) and the module
+holding its ``KIND``. Kinds are imported only when first used.
+"""
+
+KINDS: dict[str, str] = {
+    "transcribe": "ovbatch.tasks.transcribe.kind",
+}

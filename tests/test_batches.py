@@ -19,13 +19,13 @@ def batches(request: pytest.FixtureRequest) -> Iterator[BatchStore]:
     yield RedisBatchStore(redis.Redis.from_url(request.getfixturevalue("redis_url")))
 
 
-def rec(job_id: str, status: str, audio_s: float = 0.0) -> dict:
+def rec(job_id: str, status: str, units: float = 0.0) -> dict:
     return {
         "job_id": job_id,
         "display": job_id,
         "relpath": job_id,
         "status": status,
-        "audio_s": audio_s,
+        "units": units,
         "outputs": [],
         "error": None,
     }
@@ -46,7 +46,7 @@ def test_counts_follow_job_states_and_the_batch_finishes(batches: BatchStore) ->
     batches.set_job("b1", "a", rec("a", "done", 12.5))
     assert batches.set_job("b1", "b", rec("b", "done", 2.5)) == "finished"
     s = batches.summary("b1")
-    assert (s["queued"], s["running"], s["done"], s["failed"], s["audio_s"]) == (0, 0, 2, 1, 15.0)
+    assert (s["queued"], s["running"], s["done"], s["failed"], s["units"]) == (0, 0, 2, 1, 15.0)
     assert s["ended_s"] is not None
 
 
@@ -57,7 +57,7 @@ def test_a_duplicate_delivery_never_double_counts_or_undoes_done(batches: BatchS
     assert batches.set_job("b2", "a", rec("a", "running")) == "done", "a late redelivery must not reopen a job"
     batches.set_job("b2", "a", rec("a", "done", 3.0))
     s = batches.summary("b2")
-    assert (s["done"], s["running"], s["queued"], s["audio_s"]) == (1, 0, 1, 3.0)
+    assert (s["done"], s["running"], s["queued"], s["units"]) == (1, 0, 1, 3.0)
     assert batches.jobs("b2")["a"]["status"] == "done"
 
 
@@ -70,3 +70,10 @@ def test_cancel_flag(batches: BatchStore) -> None:
 
 def test_unknown_batch(batches: BatchStore) -> None:
     assert batches.summary("nope") is None and batches.jobs("nope") == {}
+
+
+def test_running_jobs_count_finer_work(batches: BatchStore) -> None:
+    batches.create("b4", {}, {"a": rec("a", "queued")})
+    for _ in range(3):
+        batches.add_work("b4", 1)
+    assert batches.summary("b4")["work"] == 3.0, "denoising steps reported by running jobs are summed"

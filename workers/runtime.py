@@ -1,4 +1,6 @@
-"""What a worker process holds between jobs, and the job body shared by Celery and embedded mode."""
+"""What a worker process holds between jobs, and the job body shared by Celery and embedded mode.
+
+Generic: a job's kind (ovbatch/kinds.py) gives its spec, run function and engine loader."""
 
 from __future__ import annotations
 
@@ -10,35 +12,23 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ovbatch import inputs, kinds
 from ovbatch.batches import BatchStore
-from ovbatch.errors import WorkerStopping
-from ovbatch.registry.loader import load_and_compile
+from ovbatch.errors import ModelRetired, WorkerStopping
+from ovbatch.jobs import JobEnv, JobSpec, Outcome, record
+from ovbatch.kinds import EngineLoad, JobKind, Loaded
 from ovbatch.registry.refs import ModelRef
 from ovbatch.registry.registry import Registry
 from ovbatch.settings import Settings
 from ovbatch.storage import ObjectStore, open_store
-from ovbatch.tasks.transcribe import job as transcribe_job
-from ovbatch.tasks.transcribe.spec import TranscribeJob
-from ovbatch.workers.batcher import Batcher, ModelRetired
 from ovbatch.workers.cache import CacheKey, ModelCache
 
 log = logging.getLogger(__name__)
-DECODER_BIN = "openvino_decoder_model.bin"  # the aligner holds about one more copy of these weights
 LOCK_TTL_S = 15  # refreshed every few seconds while the job runs; a SIGKILLed worker's lock lapses
 
 
 class JobLocked(Exception):
     """Raised when another live worker is running the same job (a redelivered duplicate)."""
-
-
-@dataclass
-class LoadedEngine:
-    engine: Any
-    version: Any
-    batcher: Batcher
-
-    def release(self) -> None:
-        self.batcher.retire(then=self.version.wipe)
 
 
 @dataclass
@@ -72,35 +62,46 @@ class WorkerContext:
     def current_job(self) -> str | None:
         return ", ".join(sorted(self.running)) or None
 
-    def engine_for(self, model: str, device: str) -> Any:
-        from ovbatch.tasks.transcribe.engine import WhisperEngine
-
+    def engine(self, kind: JobKind | str, model: str, device: str, options: dict[str, Any] | None = None) -> Any:
+        """The kind's engine for ``model`` on ``device``, from the per-process cache (a miss loads it:
+        fetch, decrypt into memory, compile). The manifest's kind chooses the loader."""
+        kind = kinds.get(kind) if isinstance(kind, str) else kind
         ref = ModelRef.parse(model)
         manifest = self.registry.manifest(ref)
-        key = CacheKey.of(manifest, device, self.compile_config)
+        loader = kind.loader_for(manifest)
+        options = options or {}
+        key = CacheKey.of(manifest, device, {**self.compile_config, "engine": options})
 
-        def load() -> tuple[LoadedEngine, int]:
-            version, compiled = load_and_compile(self.registry, ref, self.core, device, config=self.compile_config)
-            size = sum(int(b.nbytes) for b in version.buffers.values())
-            engine = WhisperEngine.from_loaded(version, compiled)
-            if engine.aligner is not None:  # word timestamps compile a second decoder on first use
-                extra = int(version.buffers[DECODER_BIN].nbytes)
-                engine.aligner.on_compiled = lambda: self.cache.grow(key, extra)
-            return LoadedEngine(engine, version, Batcher(engine, max_files=self.batch_files)), size
+        def load() -> tuple[Loaded, int]:
+            request = EngineLoad(
+                self.registry,
+                ref,
+                manifest,
+                self.core,
+                device,
+                dict(self.compile_config),
+                options,
+                grow=lambda extra: self.cache.grow(key, extra),
+                concurrency=self.batch_files,
+            )
+            loaded = loader(request)
+            return loaded, loaded.size_bytes
 
         with self._load_lock:  # two job threads missing at once load the model once
             loaded, _hit = self.cache.get_or_load(key, f"{ref}@{device}", load)
-        return loaded.batcher
+        return loaded.engine
 
-    def job_env(self) -> transcribe_job.JobEnv:
+    def job_env(self, kind: JobKind, batch_id: str) -> JobEnv:
         registry_store = self.registry.store
-        return transcribe_job.JobEnv(
-            open_input=lambda url: transcribe_job.open_input(registry_store, url, self.settings.s3_endpoint_url),
+        return JobEnv(
+            open_input=lambda url: inputs.open_input(registry_store, url, self.settings.s3_endpoint_url),
             out_store=self.store,
-            engine_for=self.engine_for,
+            engine_for=lambda job: self.engine(kind, job.model, job.device, kind.engine_options(job)),
             is_cancelled=self.batches.is_cancelled,
             time_limit_s=self.settings.job_time_limit_s,
             stopping=self.stopping.is_set,
+            progress=lambda work: self.batches.add_work(batch_id, work),
+            settings=self.settings,
         )
 
     # -- locks: one live run per job id ----------------------------------------------------
@@ -129,49 +130,53 @@ class WorkerContext:
             self.redis.delete(self._lock_key(job_id))
 
 
-def process_job(ctx: WorkerContext, payload: dict[str, Any], attempt: int = 1) -> dict[str, Any]:
-    """Run one transcription job and record it in its batch; returns the job's record."""
-    job = TranscribeJob.from_json(payload)
+def process_job(ctx: WorkerContext, kind: JobKind | str, payload: Any, attempt: int = 1) -> dict[str, Any]:
+    """Run one job of ``kind`` and record it in its batch; returns the job's record."""
+    kind = kinds.get(kind) if isinstance(kind, str) else kind
+    job = kind.spec.from_json(payload)
     ctx.acquire(job.job_id)
     try:
-        ctx.batches.set_job(job.batch_id, job.job_id, _running(job, attempt, ctx.hostname))
-        try:
-            try:
-                outcome = transcribe_job.run(job, ctx.job_env())
-            except ModelRetired:  # evicted between lookup and use: the next lookup loads it again
-                outcome = transcribe_job.run(job, ctx.job_env())
-        except WorkerStopping:  # not over: queued again, and the task hands the message back
-            ctx.batches.set_job(job.batch_id, job.job_id, {**_running(job, attempt, ctx.hostname), "status": "queued"})
-            raise
-        except Exception as exc:  # not the file's fault (storage, model, bug): failed, `ovbatch retry` may rerun
-            log.exception("job %s (%s) failed", job.job_id, job.display)
-            outcome = transcribe_job.Outcome("failed", error=f"{type(exc).__name__}: {exc}", retryable=True)
-        record = outcome.record(job, attempt)
-        record["worker"] = ctx.hostname
-        if ctx.batches.set_job(job.batch_id, job.job_id, record) == "finished":
-            write_report(ctx.batches, job.batch_id, ctx.store(job.out_url))
+        ctx.batches.set_job(job.batch_id, job.job_id, record(job, "running", attempts=attempt, worker=ctx.hostname))
+        outcome = _run(ctx, kind, job, attempt)
+        rec = record(job, outcome.status, outcome=outcome, attempts=attempt, worker=ctx.hostname, unit=kind.unit.name)
+        if ctx.batches.set_job(job.batch_id, job.job_id, rec) == "finished":
+            finish_batch(ctx.batches, job.batch_id, ctx.store(job.out_url))
         with ctx._lock:
             ctx.jobs_done += 1
         ctx.after_job()
-        return record
+        return rec
     finally:
         ctx.release(job.job_id)
 
 
-def _running(job: TranscribeJob, attempt: int, worker: str) -> dict[str, Any]:
-    return {
-        "job_id": job.job_id,
-        "display": job.display,
-        "relpath": job.relpath,
-        "status": "running",
-        "outputs": [],
-        "audio_s": 0.0,
-        "processing_s": 0.0,
-        "language": None,
-        "error": None,
-        "attempts": attempt,
-        "worker": worker,
-    }
+def _run(ctx: WorkerContext, kind: JobKind, job: JobSpec, attempt: int) -> Outcome:
+    env = ctx.job_env(kind, job.batch_id)
+    try:
+        try:
+            return kind.run(job, env)
+        except ModelRetired:  # evicted between lookup and use: the next lookup loads it again
+            return kind.run(job, env)
+    except WorkerStopping:  # not over: queued again, and the task hands the message back
+        ctx.batches.set_job(job.batch_id, job.job_id, record(job, "queued", attempts=attempt, worker=ctx.hostname))
+        raise
+    except Exception as exc:  # not the input's fault (storage, model, bug): failed, `ovbatch retry` may rerun
+        log.exception("job %s (%s) failed", job.job_id, job.display)
+        return Outcome("failed", error=f"{type(exc).__name__}: {exc}", retryable=True)
+
+
+def finish_batch(batches: BatchStore, batch_id: str, out: ObjectStore) -> list[str]:
+    """After a batch's last job: the kind's extra outputs (a gallery), then the batch report."""
+    summary = batches.summary(batch_id) or {}
+    kind_name = summary.get("meta", {}).get("kind")
+    written: list[str] = []
+    if kind_name:
+        kind = kinds.get(kind_name)
+        if kind.finish_batch is not None:
+            try:
+                written = kind.finish_batch(batches, batch_id, out)
+            except Exception:  # the report below still lists every job
+                log.exception("batch %s: the %s batch outputs could not be written", batch_id, kind_name)
+    return [*written, write_report(batches, batch_id, out)]
 
 
 def write_report(batches: BatchStore, batch_id: str, out: ObjectStore) -> str:

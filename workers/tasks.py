@@ -1,4 +1,4 @@
-"""The Celery tasks: a few lines each around the plain job functions.
+"""The Celery tasks: one per job kind (``ovbatch.<kind>``), a few lines each around ``process_job``.
 
 The worker's resources (registry, model cache, Core) are made once at startup and handed to
 ``bind_context``; the tasks find them there, as arq's ``ctx``.
@@ -12,9 +12,9 @@ from celery import Celery
 from celery.exceptions import Reject
 
 from ovbatch.errors import WorkerStopping
+from ovbatch.kinds import JobKind, all_kinds
 from ovbatch.workers.runtime import JobLocked, WorkerContext, process_job
 
-TRANSCRIBE = "ovbatch.transcribe"
 NOOP = "ovbatch.noop"
 _context: WorkerContext | None = None
 
@@ -24,18 +24,23 @@ def bind_context(ctx: WorkerContext) -> None:
     _context = ctx
 
 
-def register(app: Celery) -> None:
-    @app.task(name=TRANSCRIBE, bind=True, max_retries=None)
-    def transcribe(self: Any, payload: dict[str, Any]) -> dict[str, Any]:
+def register_kind(app: Celery, kind: JobKind) -> None:
+    @app.task(name=kind.task_name, bind=True, max_retries=None)
+    def run(self: Any, payload: dict[str, Any]) -> dict[str, Any]:
         assert _context is not None, "worker context not bound"
         try:
-            return process_job(_context, payload, attempt=self.request.retries + 1)
+            return process_job(_context, kind, payload, attempt=self.request.retries + 1)
         except JobLocked as exc:  # a duplicate delivery while the first run is alive: look again later
             raise self.retry(exc=exc, countdown=5, max_retries=None) from exc
         except WorkerStopping as exc:  # SIGTERM mid-job: back in the queue now, not after the visibility
             # timeout (hours); kombu's Redis reject with requeue restores the message (LPUSH: it is
             # consumed with BRPOP, so it waits behind the jobs already queued)
             raise Reject(str(exc), requeue=True) from exc
+
+
+def register(app: Celery) -> None:
+    for kind in all_kinds():
+        register_kind(app, kind)
 
     @app.task(name=NOOP)
     def noop(payload: dict[str, Any]) -> dict[str, Any]:

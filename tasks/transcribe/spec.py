@@ -1,54 +1,30 @@
 """The transcription job message: JSON-safe, references only (storage URLs, name@version), never
-audio, model bytes or keys."""
+audio, model bytes or keys. Validated strictly on both sides (``JobSpec.from_json``)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
 from pathlib import PurePosixPath
-from typing import Any
+from typing import Annotated
 
-from ovbatch.tasks.transcribe.types import FORMATS, TranscribeOptions
+import msgspec
 
-UPLOADED = "registry:"  # input_url prefix: content-addressed upload in the registry's storage
+from ovbatch.inputs import UPLOADED as UPLOADED  # noqa: F401  (re-exported for submit)
+from ovbatch.jobs import JobSpec
+from ovbatch.tasks.transcribe.types import FORMATS, Format, TranscribeOptions
 
 
-@dataclass(frozen=True)
-class TranscribeJob:
-    batch_id: str
-    job_id: str
+class TranscribeJob(JobSpec, frozen=True, kw_only=True, forbid_unknown_fields=True):
     input_url: str  # "registry:inputs/sha256/..", "s3://bucket/key" or "file:///abs/path"
-    input_sha256: str
-    display: str  # what the user named, for messages
-    relpath: str  # the path outputs mirror under out_url
-    model: str  # name@version, resolved at submission
-    device: str
-    out_url: str
-    formats: tuple[str, ...] = FORMATS
-    options: TranscribeOptions = field(default_factory=TranscribeOptions)
-    max_audio_duration_s: float | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["formats"] = list(self.formats)
-        return data
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> TranscribeJob:
-        data = dict(data)
-        data["formats"] = tuple(data["formats"])
-        data["options"] = TranscribeOptions.from_json(data["options"])
-        return cls(**data)
+    input_sha256: Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{64}$")]
+    formats: Annotated[tuple[Format, ...], msgspec.Meta(min_length=1)] = FORMATS
+    options: TranscribeOptions = msgspec.field(default_factory=TranscribeOptions)
+    max_audio_duration_s: Annotated[float, msgspec.Meta(gt=0)] | None = None
 
     def output_key(self, fmt: str) -> str:
         """``calls/2024/a.wav`` -> ``calls/2024/a.srt``."""
         return str(PurePosixPath(self.relpath).with_suffix(f".{fmt}"))
-
-    @property
-    def marker_key(self) -> str:
-        """Written after every output: its presence means this job is finished."""
-        return f".ovbatch/jobs/{self.job_id}.json"
 
 
 def job_id_for(

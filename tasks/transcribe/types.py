@@ -2,25 +2,28 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal
+
+import msgspec
 
 SAMPLE_RATE = 16000
-FORMATS = ("txt", "srt", "vtt", "json")
+Format = Literal["txt", "srt", "vtt", "json"]
+FORMATS: tuple[Format, ...] = ("txt", "srt", "vtt", "json")
 
 
-@dataclass(frozen=True)
-class TranscribeOptions:
-    language: str | None = None  # None: detect; else a Whisper code such as "en"
+class TranscribeOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    # None: detect; else a Whisper code such as "en" (the engine checks it against the model's languages)
+    language: Annotated[str, msgspec.Meta(min_length=2, max_length=8, pattern="^[a-z]+$")] | None = None
     task: Literal["transcribe", "translate"] = "transcribe"
     word_timestamps: bool = False
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return msgspec.to_builtins(self)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> TranscribeOptions:
-        return cls(**data)
+        return msgspec.convert(data, cls, strict=True)
 
 
 @dataclass(frozen=True)

@@ -119,7 +119,18 @@ def test_json_has_word_probabilities_and_the_option_changes_the_job_id() -> None
     plain, timed = TranscribeOptions(), TranscribeOptions(word_timestamps=True)
     ids = {job_id_for("ab" * 32, "m@1", o, ("json",), "file:///out", "a.wav") for o in (plain, timed)}
     assert len(ids) == 2
-    job = TranscribeJob("b", "j", "registry:x", "ab", "a.wav", "a.wav", "m@1", "CPU", "file:///o", options=timed)
+    job = TranscribeJob(
+        batch_id="b",
+        job_id="j",
+        input_url="registry:x",
+        input_sha256="ab" * 32,
+        display="a.wav",
+        relpath="a.wav",
+        model="m@1",
+        device="CPU",
+        out_url="file:///o",
+        options=timed,
+    )
     assert TranscribeJob.from_json(json.loads(json.dumps(job.to_json()))).options.word_timestamps
 
 

@@ -11,8 +11,8 @@ import pytest
 from ovbatch.errors import InputError
 from ovbatch.settings import Settings
 from ovbatch.tasks.transcribe import audio
+from ovbatch.tasks.transcribe.batcher import Batcher
 from ovbatch.tasks.transcribe.types import TranscribeOptions
-from ovbatch.workers.batcher import Batcher
 from ovbatch.workers.main import build_embedded_context
 from tests.conftest import REPO
 
@@ -24,7 +24,7 @@ def test_batched_jobs_match_one_at_a_time_and_bad_audio_fails_alone(
     whisper_home: dict[str, str], tmp_path: Path
 ) -> None:
     ctx = build_embedded_context(Settings.from_env(whisper_home), "CPU")
-    batcher = ctx.engine_for("whisper-base@1", "CPU")
+    batcher = ctx.engine("transcribe", "whisper-base@1", "CPU")
     assert isinstance(batcher, Batcher)
     engine = batcher.engine
     options = TranscribeOptions(language="en")
@@ -42,10 +42,10 @@ def test_batched_jobs_match_one_at_a_time_and_bad_audio_fails_alone(
 
 
 def test_retiring_waits_for_queued_work_then_refuses(whisper_home: dict[str, str]) -> None:
-    from ovbatch.workers.batcher import ModelRetired
+    from ovbatch.errors import ModelRetired
 
     ctx = build_embedded_context(Settings.from_env(whisper_home), "CPU")
-    batcher = ctx.engine_for("whisper-base@1", "CPU")
+    batcher = ctx.engine("transcribe", "whisper-base@1", "CPU")
     options = TranscribeOptions(language="en")
     wiped = []
     with ThreadPoolExecutor(max_workers=2) as pool:
@@ -68,7 +68,7 @@ def test_a_short_file_arriving_during_a_long_one_is_not_held_behind_it(whisper_h
     import numpy as np
 
     ctx = build_embedded_context(Settings.from_env(whisper_home), "CPU")
-    batcher = ctx.engine_for("whisper-base@1", "CPU")
+    batcher = ctx.engine("transcribe", "whisper-base@1", "CPU")
     # two rows per step (a worker has 8): the long file alone would fill every row for many steps
     batcher.engine.config = replace(batcher.engine.config, batch_size=2)
     options = TranscribeOptions(language="en")
@@ -94,7 +94,7 @@ def test_a_short_file_arriving_during_a_long_one_is_not_held_behind_it(whisper_h
 
 def test_word_timestamps_count_the_aligner_in_the_model_cache(whisper_home: dict[str, str]) -> None:
     ctx = build_embedded_context(Settings.from_env(whisper_home), "CPU")
-    batcher = ctx.engine_for("whisper-base@1", "CPU")
+    batcher = ctx.engine("transcribe", "whisper-base@1", "CPU")
     before = ctx.cache.total_bytes()
     batcher.transcribe(audio.iter_blocks(CLIPS[0], "q"), TranscribeOptions(language="en"))
     assert ctx.cache.total_bytes() == before, "no word timestamps asked: no aligner, no more memory"
@@ -109,7 +109,7 @@ def test_word_timestamps_count_the_aligner_in_the_model_cache(whisper_home: dict
 
 def test_a_bad_option_fails_its_own_job_not_the_files_sharing_the_engine(whisper_home: dict[str, str]) -> None:
     ctx = build_embedded_context(Settings.from_env(whisper_home), "CPU")
-    batcher = ctx.engine_for("whisper-base@1", "CPU")
+    batcher = ctx.engine("transcribe", "whisper-base@1", "CPU")
     with ThreadPoolExecutor(max_workers=2) as pool:
         good = pool.submit(batcher.transcribe, audio.iter_blocks(CLIPS[0], "q"), TranscribeOptions(language="en"))
         bad = pool.submit(batcher.transcribe, audio.iter_blocks(CLIPS[1], "a"), TranscribeOptions(language="xx"))

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from ovbatch.errors import ModelRetired
 from ovbatch.tasks.transcribe.engine import StreamRequest
 from ovbatch.tasks.transcribe.types import TranscribeOptions, Transcript
 
@@ -41,10 +42,6 @@ class _Request:
             yield from self.blocks
         except Exception as exc:
             self.error = exc
-
-
-class ModelRetired(RuntimeError):
-    """Raised when a job reaches a model the cache has just evicted; running the job again reloads it."""
 
 
 class Batcher:

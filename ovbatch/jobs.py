@@ -1,0 +1,169 @@
+"""What every job kind shares: the message base, the outcome, the one place a job's record is built,
+and what a running job gets from its process (``JobEnv``).
+
+A kind (tasks/<kind>/kind.py) adds its own spec fields, its run function and its engine; nothing
+here knows about audio or images.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO, TypeVar
+
+import msgspec
+
+from ovbatch.errors import BadMessageError, JobCancelled, JobTimeLimitExceeded, WorkerStopping
+from ovbatch.storage import ObjectStore
+
+S = TypeVar("S", bound="JobSpec")
+
+
+class JobSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The fields every job message carries: references only (storage URLs, name@version), never
+    input bytes, model bytes or keys. Kinds subclass it with their own typed fields."""
+
+    batch_id: str
+    job_id: str
+    display: str  # what the user named, for messages
+    relpath: str  # the path outputs mirror under out_url
+    model: str  # name@version, resolved at submission
+    device: str
+    out_url: str
+
+    def to_json(self) -> dict[str, Any]:
+        return msgspec.to_builtins(self)
+
+    @classmethod
+    def from_json(cls: type[S], data: Any) -> S:
+        """Validate a message strictly: unknown fields, wrong types and out-of-range values are refused."""
+        try:
+            return msgspec.convert(data, cls, strict=True)
+        except msgspec.ValidationError as exc:
+            raise BadMessageError(f"{cls.__name__} message refused: {exc}") from None
+
+    @property
+    def marker_key(self) -> str:
+        """Written after every output: its presence means this job is finished."""
+        return f".ovbatch/jobs/{self.job_id}.json"
+
+
+@dataclass(frozen=True)
+class Unit:
+    """What a kind's progress counts, and how the CLI shows it."""
+
+    name: str  # the record and batch field summed over done jobs: "audio_s", "images"
+    label: str  # "s of audio", "images"
+    rate: str  # "x real time", "images/min"
+    rate_per_s: float = 1.0  # units per second times this is the shown rate (60 for per minute)
+    work: str | None = None  # a finer count reported while jobs run ("steps"), if any
+
+
+@dataclass
+class Outcome:
+    status: str  # done, failed, cancelled
+    outputs: list[str] = field(default_factory=list)
+    units: float = 0.0  # the kind's unit: audio seconds, images
+    processing_s: float = 0.0
+    error: str | None = None
+    reused: bool = False  # outputs were already there (a redelivery or resubmission)
+    retryable: bool = False  # bad input is never retried; infrastructure failures may be
+    extra: dict[str, Any] = field(default_factory=dict)  # kind-specific record fields
+
+
+def record(
+    job: JobSpec | None,
+    status: str,
+    *,
+    outcome: Outcome | None = None,
+    attempts: int = 0,
+    worker: str | None = None,
+    unit: str | None = None,
+    display: str = "",
+    job_id: str = "",
+    error: str | None = None,
+) -> dict[str, Any]:
+    """A job's record in its batch: the only place one is built. ``job`` is None for an input that
+    failed before it became a job (then ``job_id`` and ``display`` name it)."""
+    outcome = outcome or Outcome(status, error=error)
+    rec: dict[str, Any] = {
+        "job_id": job.job_id if job else job_id,
+        "display": job.display if job else display,
+        "relpath": job.relpath if job else display,
+        "status": status,
+        "outputs": list(outcome.outputs),
+        "units": outcome.units,
+        "processing_s": round(outcome.processing_s, 3),
+        "error": outcome.error,
+        "attempts": attempts,
+        "retryable": outcome.retryable,
+    }
+    if unit:  # the kind's own name for its units, as the records have always shown it
+        rec[unit] = outcome.units
+    if worker:
+        rec["worker"] = worker
+    rec.update(outcome.extra)
+    return rec
+
+
+@dataclass
+class Watch:
+    """A running job's stop conditions: its time limit, its batch's cancellation, its worker's
+    shutdown. ``check()`` is called between blocks of audio or denoising steps."""
+
+    display: str
+    deadline: float | None
+    limit_s: float | None
+    cancelled: Callable[[], bool]
+    every_s: float = 5.0
+    stopping: Callable[[], bool] = lambda: False
+    _next: float = 0.0
+
+    def __post_init__(self) -> None:
+        self._next = time.monotonic() + self.every_s
+
+    def check(self, doing: str = "this job was running") -> None:
+        if self.stopping():
+            raise WorkerStopping(f"{self.display}: the worker is shutting down; the job goes back to its queue")
+        now = time.monotonic()
+        if self.deadline is not None and now > self.deadline:
+            raise JobTimeLimitExceeded(
+                f"{self.display}: stopped after the job time limit of {self.limit_s:g} s (OVBATCH_JOB_TIME_LIMIT_S)"
+            )
+        if now >= self._next:
+            self._next = now + self.every_s
+            if self.cancelled():
+                raise JobCancelled(f"{self.display}: batch cancelled while {doing}")
+
+
+@dataclass
+class JobEnv:
+    """What a job needs from its process: storage, its engine, the batch state and its stop checks."""
+
+    open_input: Callable[[str], BinaryIO]
+    out_store: Callable[[str], ObjectStore]
+    engine_for: Callable[[JobSpec], Any]  # the kind's engine for this job, from the worker's cache
+    is_cancelled: Callable[[str], bool]
+    # Celery enforces task_time_limit only in its prefork pool (celery#9203), and our workers use
+    # threads: the job enforces the limit itself, between blocks or steps (``Watch``)
+    time_limit_s: float | None = None
+    cancel_check_s: float = 5.0  # how often a running job asks whether its batch was cancelled
+    # set when the worker is told to stop (SIGTERM): running jobs end at their next block and go
+    # back to the queue at once, instead of holding a scale-down for hours
+    stopping: Callable[[], bool] = lambda: False
+    progress: Callable[[float], None] = lambda _work: None  # finer work done (the kind's Unit.work)
+    settings: Any = None  # the worker's Settings: limits come from the worker, not the message
+
+    def watch(self, job: JobSpec) -> Watch:
+        """Started when the job's own work starts: a cold model load is not counted."""
+        limit = self.time_limit_s
+        deadline = time.monotonic() + limit if limit else None
+        return Watch(
+            job.display,
+            deadline,
+            limit,
+            lambda: self.is_cancelled(job.batch_id),
+            self.cancel_check_s,
+            self.stopping,
+        )
