@@ -9,6 +9,7 @@ import click
 
 from ovbatch.registry.loader import verify as verify_version
 from ovbatch.registry.refs import ModelRef
+from ovbatch.registry.registry import Registry
 
 from .helpers import clean_errors, human_bytes, open_registry
 
@@ -25,17 +26,46 @@ def models() -> None:
 @click.option(
     "--task", default=None, help="optimum export task for Hugging Face folders (default: from the architecture)."
 )
+@click.option("--lora", "is_lora", is_flag=True, help="SOURCE is a LoRA adapter (.safetensors, kohya or PEFT form).")
+@click.option("--base", default=None, help="With --lora: the SD model NAME[@VERSION] it must apply to (checked now).")
 @click.pass_context
 @clean_errors
-def import_(ctx: click.Context, source: Path, name: str, version: str | None, task: str | None) -> None:
-    """Import SOURCE (OpenVINO IR, Hugging Face or faster-whisper folder) as a new encrypted version."""
+def import_(
+    ctx: click.Context, source: Path, name: str, version: str | None, task: str | None, is_lora: bool, base: str | None
+) -> None:
+    """Import SOURCE (OpenVINO IR, Hugging Face or faster-whisper folder, SD 1.x .safetensors, or a LoRA
+    with --lora) as a new encrypted version."""
     registry = open_registry(ctx)
+    if is_lora:
+        _import_lora(registry, source, name, version, task, base)
+        return
+    if base is not None:
+        raise click.BadParameter("--base names the base model of a LoRA: use it with --lora", param_hint="--base")
     manifest = registry.import_folder(source, name, version, task)
     size = sum(f["size"] for f in manifest["files"])
     click.echo(
         f"imported {manifest['name']}@{manifest['version']}: {manifest['kind']}, {manifest['precision']}, "
         f"{len(manifest['files'])} files, {human_bytes(size)}, encrypted with key {manifest['key_id']}"
     )
+
+
+def _import_lora(
+    registry: Registry, source: Path, name: str, version: str | None, task: str | None, base: str | None
+) -> None:
+    if task is not None:
+        raise click.BadParameter("a LoRA adapter is not exported: leave out --task", param_hint="--task")
+    manifest = registry.import_lora(source, name, version, ModelRef.parse(base) if base else None)
+    info = manifest["lora"]
+    click.echo(
+        f"imported {manifest['name']}@{manifest['version']}: lora ({info['source_format']}, rank "
+        f"{'/'.join(map(str, info['ranks']))}, {' + '.join(info['targets'])}, {info['modules']} modules, "
+        f"{info['keys']} tensors), encrypted with key {manifest['key_id']}"
+    )
+    if "base" in info:
+        click.echo(f"  applies to {info['base']}: {info['matched']} of {info['modules']} modules match its layers")
+    if info.get("unmatched"):
+        shown = ", ".join(info["unmatched"][:5]) + (" ..." if info["unmatched_count"] > 5 else "")
+        click.echo(f"  {info['unmatched_count']} modules match no layer, so openvino_genai leaves them out: {shown}")
 
 
 @models.command("list")

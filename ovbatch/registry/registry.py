@@ -107,12 +107,29 @@ class Registry:
             version = refs.check_version(version)
         self.keyring.active_key()  # fail on a missing key before exporting anything
         with sources.prepare(path, task) as prepared:
-            version = self._reserve(name, version)
-            try:
-                manifest = self._encrypt_version(prepared, name, version)
-            except BaseException:
-                self._delete_prefix(refs.version_prefix(name, version))
-                raise
+            return self._import_prepared(prepared, name, version)
+
+    def import_lora(
+        self, path: Path, name: str, version: str | None = None, base: ModelRef | None = None
+    ) -> dict[str, Any]:
+        """Import a LoRA adapter file (kohya or PEFT) as a new version of kind ``lora``; with ``base``,
+        refuse it unless it applies to that Stable Diffusion version."""
+        from ovbatch.registry import lora
+
+        refs.check_name(name)
+        if version is not None:
+            version = refs.check_version(version)
+        self.keyring.active_key()
+        with lora.prepare(path, name, lora.decrypt_base(self, base) if base else None) as prepared:
+            return self._import_prepared(prepared, name, version)
+
+    def _import_prepared(self, prepared: sources.PreparedModel, name: str, version: str | None) -> dict[str, Any]:
+        version = self._reserve(name, version)
+        try:
+            manifest = self._encrypt_version(prepared, name, version)
+        except BaseException:
+            self._delete_prefix(refs.version_prefix(name, version))
+            raise
         self.store.delete(refs.reservation_key(name, version))
         return manifest
 
@@ -139,6 +156,7 @@ class Registry:
             "chunk_log2": DEFAULT_CHUNK_LOG2,
             "files": files,
         }
+        manifest.update(prepared.extra)
         envelope.seal_manifest(manifest, data_key)
         manifest.update(envelope.wrap(self.keyring, data_key, name, version))
         self.store.put_bytes(refs.manifest_key(name, version), _dump(manifest), if_absent=True)

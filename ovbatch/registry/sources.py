@@ -5,6 +5,8 @@
   exported with optimum-intel, tokenizer/detokenizer converted by openvino-tokenizers
 * a faster-whisper / CTranslate2 Whisper folder (``model.bin`` with ``WhisperSpec``):
   rebuilt as a Hugging Face Whisper (``ct2.py``), then exported as above
+* a single-file SD 1.x checkpoint (``.safetensors``, LDM keys): rebuilt as a diffusers folder
+  (``sd/single_file.py``), then exported as above
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import warnings
 import xml.etree.ElementTree as ET
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +49,7 @@ class PreparedModel:
     source: dict[str, str]
     kind: str
     precision: str
+    extra: dict[str, Any] = field(default_factory=dict)  # more manifest fields (a LoRA's metadata)
 
 
 def _ir_pairs(folder: Path) -> list[Path]:
@@ -162,6 +165,12 @@ def _quiet_exporters() -> Iterator[None]:
         hf_logging.set_verbosity_error()
     except ImportError:
         pass
+    try:  # diffusers prints "Loading pipeline components" bars while optimum loads a pipeline
+        from diffusers.utils import logging as diffusers_logging
+
+        diffusers_logging.disable_progress_bar()
+    except ImportError:
+        pass
     for lg in loggers:
         lg.setLevel(logging.CRITICAL if lg.name == "openvino.frontend" else logging.ERROR)
     try:
@@ -176,6 +185,10 @@ def prepare(path: Path, task: str | None = None) -> Iterator[PreparedModel]:
     """Yield the source as an IR folder; exported copies live in a temp dir removed afterwards."""
     if not path.exists():
         raise InputError(f"{path} does not exist")
+    if path.is_file():
+        with _prepare_single_file(path.resolve(), task) as prepared:
+            yield prepared
+        return
     if not path.is_dir():
         raise InputError(f"{path} is not a folder: import takes a model folder")
     folder = path.resolve()
@@ -206,6 +219,26 @@ def prepare(path: Path, task: str | None = None) -> Iterator[PreparedModel]:
         if not _ir_pairs(ir):
             raise CorruptModelError(f"{folder}: export produced no OpenVINO model")
         source = {"type": source_type, "path": str(folder), "task": task or infer_task(hf)}
+        yield PreparedModel(ir, source, detect_kind(ir), detect_precision(ir))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _prepare_single_file(path: Path, task: str | None) -> Iterator[PreparedModel]:
+    """An SD 1.x single-file checkpoint: converted to a diffusers folder, exported, the copy deleted at once."""
+    from ovbatch.registry.sd import single_file
+
+    work = Path(tempfile.mkdtemp(prefix="ovbatch-import-"))
+    try:
+        hf, ir = work / "hf", work / "ir"
+        single_file.convert_to_diffusers(path, hf)
+        with _quiet_exporters():
+            _export_hf(hf, ir, task or "text-to-image")
+        shutil.rmtree(hf)  # plaintext weights: gone before encryption starts
+        if not _ir_pairs(ir):
+            raise CorruptModelError(f"{path}: export produced no OpenVINO model")
+        source = {"type": "sd1-single-file", "path": str(path), "task": task or "text-to-image"}
         yield PreparedModel(ir, source, detect_kind(ir), detect_precision(ir))
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -1,0 +1,1 @@
+"""Stable Diffusion support files: the CLIP BPE vocabulary and helpers that rebuild tokenizers from it."""
