@@ -57,6 +57,7 @@ bench: $(STAMP) system-deps redis
 	$(BIN)/python -m benchmarks.engine_ablation
 	$(BIN)/python -m benchmarks.worker_rss
 	$(BIN)/python -m benchmarks.wer_noise
+	$(BIN)/python -m benchmarks.imagegen_bench
 
 clean:
 	rm -rf build dist .cache/typecheck *.egg-info

@@ -32,6 +32,7 @@ class EngineLoad:
     options: dict[str, Any]  # the kind's per-job engine options (resolution, adapters), part of the cache key
     grow: Callable[[int], None]  # the engine took more memory after loading (counted by the cache)
     concurrency: int = 1  # jobs the worker runs at once
+    settings: Any = None  # the worker's Settings (a kind's own limits and pool sizes)
 
 
 @dataclass

@@ -45,7 +45,7 @@ class WorkerContext:
     jobs_done: int = 0
     compile_config: dict[str, Any] = field(default_factory=dict)
     after_job: Callable[[], None] = lambda: None
-    batch_files: int = 8  # jobs run at once in threads; their windows are batched (workers/batcher.py)
+    batch_files: int = 8  # jobs run at once in threads (transcription batches them: tasks/transcribe/batcher.py)
     running: set[str] = field(default_factory=set)
     stopping: threading.Event = field(default_factory=threading.Event)  # set on SIGTERM (workers/main.py)
     _load_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -83,6 +83,7 @@ class WorkerContext:
                 options,
                 grow=lambda extra: self.cache.grow(key, extra),
                 concurrency=self.batch_files,
+                settings=self.settings,
             )
             loaded = loader(request)
             return loaded, loaded.size_bytes
