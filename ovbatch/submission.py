@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ovbatch.batches import BatchStore
+from ovbatch.errors import BadMessageError
 from ovbatch.jobs import JobSpec, record
 from ovbatch.kinds import JobKind
 from ovbatch.storage import ObjectStore
@@ -79,7 +80,14 @@ def record_batch(
         records[jid] = record(None, "failed", job_id=jid, display=failure.display, error=failure.error)
         sub.failed += 1
     work_total = 0.0
+    jobs = []
     for job in plan.jobs:
+        try:  # the message the worker will validate, validated here first: a bad one fails alone, now
+            jobs.append(type(job).from_json(job.to_json()))
+        except BadMessageError as exc:
+            records[job.job_id] = record(None, "failed", job_id=job.job_id, display=job.display, error=str(exc))
+            sub.failed += 1
+    for job in jobs:
         earlier = kind.finished(job, store)
         if earlier is not None:
             records[job.job_id] = record(job, "skipped", outcome=dataclasses.replace(earlier, error=None))
@@ -90,5 +98,5 @@ def record_batch(
             work_total += plan.work.get(job.job_id, 0.0)
     meta = {**plan.meta, "kind": kind.name, "unit": dataclasses.asdict(kind.unit), "out": out_url}
     meta["work_total"] = work_total
-    batches.create(batch_id, meta, records, {job.job_id: job.to_json() for job in plan.jobs})
+    batches.create(batch_id, meta, records, {job.job_id: job.to_json() for job in jobs})
     return sub

@@ -3,8 +3,12 @@ a model of the wrong kind is refused, and a job's record is built in one place."
 
 from __future__ import annotations
 
+import ast
+import tempfile
+from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from ovbatch import kinds
@@ -113,3 +117,40 @@ def test_records_carry_the_kinds_unit_and_extra_fields() -> None:
     assert (rec["job_id"], rec["relpath"], rec["attempts"], rec["worker"]) == ("j", "a.wav", 2, "w1")
     failed = record(None, "failed", job_id="x", display="bad.zip::a.wav", error="bad.zip::a.wav: unsafe path")
     assert failed["status"] == "failed" and failed["error"].endswith("unsafe path") and not failed["retryable"]
+
+
+def test_a_planned_job_that_breaks_its_own_spec_fails_at_submission_and_the_rest_queue() -> None:
+    from ovbatch.batches import MemoryBatchStore
+    from ovbatch.storage.file import FileStore
+    from ovbatch.submission import Plan, record_batch
+
+    spec = kinds.get("txt2img").spec
+    good = spec.from_json(image_message(job_id="good"))
+    bad = msgspec.structs.replace(good, job_id="bad", steps=0)  # constructors do not validate
+    batches = MemoryBatchStore()
+    with tempfile.TemporaryDirectory() as folder:
+        out = FileStore(Path(folder))
+        sub = record_batch(kinds.get("txt2img"), "b", Plan(jobs=[good, bad]), batches, "file:///x/", lambda _: out)
+    assert [job.job_id for job in sub.queued] == ["good"] and sub.failed == 1
+    failed = batches.jobs("b")["bad"]
+    assert failed["status"] == "failed" and "Expected `int` >= 1 - at `$.steps`" in failed["error"], failed
+
+
+SPINE = ("workers", "cli/batch.py", "cli/progress.py", "ovbatch/batches.py", "ovbatch/inputs.py", "ovbatch/jobs.py")
+SPINE += ("ovbatch/kinds.py", "ovbatch/submission.py", "ovbatch/settings.py")
+
+
+def test_the_spine_imports_no_kind() -> None:
+    """Generic modules reach kinds only through ovbatch.kinds (by name), never by import."""
+    root = Path(__file__).resolve().parents[1]
+    files = [p for part in SPINE for p in ([root / part] if part.endswith(".py") else (root / part).rglob("*.py"))]
+    offenders = []
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                # `from ovbatch.tasks import KINDS` (the names registry) is allowed, a kind's module is not
+                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names if not a.name.isupper()]
+            if any(n.startswith(("ovbatch.tasks.", "tasks.")) for n in names):
+                offenders.append(f"{path.relative_to(root)}:{node.lineno}")
+    assert len(files) > 10 and not offenders, f"spine modules import a kind: {offenders}"

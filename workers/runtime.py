@@ -14,7 +14,7 @@ from typing import Any
 
 from ovbatch import inputs, kinds
 from ovbatch.batches import BatchStore
-from ovbatch.errors import ModelRetired, WorkerStopping
+from ovbatch.errors import BadMessageError, ModelRetired, WorkerStopping
 from ovbatch.jobs import JobEnv, JobSpec, Outcome, record
 from ovbatch.kinds import EngineLoad, JobKind, Loaded
 from ovbatch.registry.refs import ModelRef
@@ -134,7 +134,11 @@ class WorkerContext:
 def process_job(ctx: WorkerContext, kind: JobKind | str, payload: Any, attempt: int = 1) -> dict[str, Any]:
     """Run one job of ``kind`` and record it in its batch; returns the job's record."""
     kind = kinds.get(kind) if isinstance(kind, str) else kind
-    job = kind.spec.from_json(payload)
+    try:
+        job = kind.spec.from_json(payload)
+    except BadMessageError as exc:
+        refuse_message(ctx, kind, payload, exc)
+        raise
     ctx.acquire(job.job_id)
     try:
         ctx.batches.set_job(job.batch_id, job.job_id, record(job, "running", attempts=attempt, worker=ctx.hostname))
@@ -148,6 +152,26 @@ def process_job(ctx: WorkerContext, kind: JobKind | str, payload: Any, attempt: 
         return rec
     finally:
         ctx.release(job.job_id)
+
+
+def refuse_message(ctx: WorkerContext, kind: JobKind, payload: Any, exc: BadMessageError) -> None:
+    """A message this worker's spec refuses. If it is word for word the message its batch recorded
+    (a client and worker of different versions), that job fails with the reason, so the batch ends
+    rather than waiting for it; any other message (forged, corrupted) changes no record."""
+    log.error("%s message refused: %s", kind.name, exc)
+    if not isinstance(payload, dict):
+        return
+    batch_id, job_id = payload.get("batch_id"), payload.get("job_id")
+    if not isinstance(batch_id, str) or not isinstance(job_id, str):
+        return
+    if ctx.batches.specs(batch_id).get(job_id) != payload:
+        return
+    display = str(payload.get("display") or job_id)
+    failed = record(None, "failed", job_id=job_id, display=display, error=f"{display}: {exc}")
+    if ctx.batches.set_job(batch_id, job_id, failed) == "finished":
+        out_url = payload.get("out_url")
+        if isinstance(out_url, str):
+            finish_batch(ctx.batches, batch_id, ctx.store(out_url))
 
 
 def _run(ctx: WorkerContext, kind: JobKind, job: JobSpec, attempt: int) -> Outcome:

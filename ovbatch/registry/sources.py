@@ -67,12 +67,24 @@ def _json(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+# diffusers pipelines whose models ovbatch's image engine builds (one CLIP text encoder, a UNet, a VAE)
+IMAGE_PIPELINES = ("StableDiffusionPipeline", "LatentConsistencyModelPipeline")
+
+
 def detect_kind(folder: Path) -> str:
     index = folder / "model_index.json"
     if index.is_file():
         data = _json(index)
         scheduler = data.get("scheduler", [None, None])
-        cls = str(data.get("_class_name", ""))
+        cls = str(data.get("_class_name", "")).removeprefix("OV")  # optimum-intel's IR folders: OV<class>
+        if cls not in IMAGE_PIPELINES or "text_encoder_2" in data or "unet" not in data:
+            # SDXL (two text encoders), SD 3 / Flux (transformers), img2img/inpaint classes: the engine
+            # builds none of them, so refuse now rather than on a worker at its first job
+            raise NotAModelError(
+                f"{index}: a {cls or 'diffusers'} pipeline; image generation takes "
+                f"{' or '.join(IMAGE_PIPELINES)} folders (Stable Diffusion 1.x/2.x, SD-turbo, LCM), not SDXL, "
+                "SD 3, Flux or others"
+            )
         if "LatentConsistency" in cls or (isinstance(scheduler, list) and "LCM" in str(scheduler[-1])):
             return "lcm"
         return "stable-diffusion"
@@ -206,6 +218,8 @@ def prepare(path: Path, task: str | None = None) -> Iterator[PreparedModel]:
             "a Hugging Face folder (config.json + *.safetensors / pytorch_model.bin, or model_index.json) "
             "or a faster-whisper/CTranslate2 Whisper folder (model.bin + config.json + tokenizer.json)"
         )
+    if (folder / "model_index.json").is_file():
+        detect_kind(folder)  # a pipeline the engine cannot build is refused before a long export
     work = Path(tempfile.mkdtemp(prefix="ovbatch-import-"))
     try:
         hf = folder

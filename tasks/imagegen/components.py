@@ -116,6 +116,12 @@ class ModelFiles:
     def model(self, xml_role: str) -> tuple[str, Any]:
         return self.version.text(xml_role), self.version.weights_tensor(xml_role)
 
+    @property
+    def scheduler_class(self) -> str | None:
+        """The class of the model's own scheduler (``_class_name`` in its config), e.g. LCMScheduler."""
+        name = json.loads(self.version.text(SCHEDULER_CONFIG)).get("_class_name")
+        return str(name) if name else None
+
     def scheduler(self, name: str | None) -> Any:
         """A fresh scheduler: each holds per-generation state (PNDM's history, timesteps)."""
         config = self.configs.get(name or "", self.configs[SCHEDULER_CONFIG])

@@ -201,7 +201,8 @@ class ImageEngine:
         if watcher.stop_requested or pixels is None:
             steps = len(metrics.raw_metrics.unet_inference_durations)
             raise GenerationAborted(f"image generation stopped after {steps} of {request.steps} steps", steps)
-        return GeneratedImage(pixels, {**_timings(metrics), "wall": wall_s})
+        own = None if request.scheduler else self.files.scheduler_class
+        return GeneratedImage(pixels, {**_timings(metrics), "wall": wall_s}, model_scheduler=own)
 
     def _generate_kwargs(self, request: ImageRequest) -> dict[str, Any]:
         kwargs: dict[str, Any] = {

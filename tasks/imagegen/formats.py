@@ -9,7 +9,8 @@ civitai and other readers of that format show the settings::
 
 where ``...`` is ``Lora hashes: "style@2: 89abcdef0123"`` when there are LoRAs. LoRAs are also
 ``<lora:name:alpha>`` tags after the prompt, as A1111's prompt carries them. The ``Negative prompt``
-line is left out when there is none, as is ``Sampler`` when the model's own scheduler ran. Model hash
+line is left out when there is none. ``Sampler`` names the scheduler that ran: the one the job asked
+for, or the model's own (its ``scheduler_config.json`` class, which the engine reports). Model hash
 is a sha256's first 10 hex digits (A1111's "new" model hash), a LoRA's hash its first 12 (A1111's
 ``shorthash``). A value holding ``,``, ``:`` or a newline is JSON-quoted, as A1111's ``quote`` does.
 Text that Latin-1 cannot hold goes in an iTXt chunk (UTF-8) rather than tEXt: Pillow decides, as it
@@ -42,6 +43,17 @@ SAMPLERS = {
     "PNDM": "PLMS",
     "FLOW_MATCH_EULER_DISCRETE": "Euler",
 }
+# diffusers scheduler class (a model's own scheduler) -> the same A1111 sampler names
+SCHEDULER_CLASSES = {
+    "LCMScheduler": "LCM",
+    "DDIMScheduler": "DDIM",
+    "EulerDiscreteScheduler": "Euler",
+    "EulerAncestralDiscreteScheduler": "Euler a",
+    "LMSDiscreteScheduler": "LMS",
+    "PNDMScheduler": "PLMS",
+    "FlowMatchEulerDiscreteScheduler": "Euler",
+    "DPMSolverMultistepScheduler": "DPM++ 2M",
+}
 
 
 def png_bytes(pixels: np.ndarray, parameters: str) -> bytes:
@@ -64,9 +76,14 @@ def read_parameters(png: bytes) -> str:
     return text
 
 
-def sampler_name(scheduler: str | None) -> str | None:
-    """A1111's name for an openvino_genai scheduler; None (the model's own) stays None."""
-    return None if scheduler is None else SAMPLERS.get(scheduler, scheduler)
+def sampler_name(scheduler: str | None, model_scheduler: str | None = None) -> str | None:
+    """A1111's name for the scheduler that ran: the job's (an openvino_genai type name) or, when the
+    job named none, the model's own (a diffusers class name). None when neither is known."""
+    if scheduler is not None:
+        return SAMPLERS.get(scheduler, scheduler)
+    if model_scheduler:
+        return SCHEDULER_CLASSES.get(model_scheduler, model_scheduler.removesuffix("Scheduler"))
+    return None
 
 
 def a1111_parameters(
@@ -104,13 +121,14 @@ def a1111_parameters(
     return "\n".join(lines)
 
 
-def parameters_of(job: ImageJob) -> str:
-    """The ``parameters`` text of a job's image."""
+def parameters_of(job: ImageJob, model_scheduler: str | None = None) -> str:
+    """The ``parameters`` text of a job's image (``model_scheduler``: the class of the model's own
+    scheduler, which ran when the job named none)."""
     return a1111_parameters(
         job.prompt,
         job.negative_prompt,
         job.steps,
-        sampler_name(job.scheduler),
+        sampler_name(job.scheduler, model_scheduler),
         job.guidance,
         job.seed,
         job.width,
@@ -122,7 +140,9 @@ def parameters_of(job: ImageJob) -> str:
     )
 
 
-def sidecar_json(job: ImageJob, timings_s: Mapping[str, float], processing_s: float) -> bytes:
+def sidecar_json(
+    job: ImageJob, timings_s: Mapping[str, float], processing_s: float, model_scheduler: str | None = None
+) -> bytes:
     """The image's JSON sidecar: every parameter, the model and adapters with their digests, the
     time each stage took, the job and batch ids, and the ``parameters`` text the PNG carries."""
     doc = {
@@ -138,14 +158,14 @@ def sidecar_json(job: ImageJob, timings_s: Mapping[str, float], processing_s: fl
         "guidance": job.guidance,
         "width": job.width,
         "height": job.height,
-        "scheduler": job.scheduler,
-        "sampler": sampler_name(job.scheduler),
+        "scheduler": job.scheduler or model_scheduler,
+        "sampler": sampler_name(job.scheduler, model_scheduler),
         "model": _model_json(job.model, job.model_digest),
         "loras": [_model_json(lora.model, lora.digest) | {"alpha": lora.alpha} for lora in job.loras],
         "device": job.device,
         "timings_s": {stage: round(seconds, 4) for stage, seconds in timings_s.items()},
         "processing_s": round(processing_s, 4),
-        "parameters": parameters_of(job),
+        "parameters": parameters_of(job, model_scheduler),
     }
     return (json.dumps(doc, ensure_ascii=False, indent=2) + "\n").encode()
 

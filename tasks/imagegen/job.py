@@ -19,10 +19,18 @@ from ovbatch.tasks.imagegen.spec import ImageJob
 
 
 def finished(job: ImageJob, store: ObjectStore) -> Outcome | None:
-    """The earlier outcome if this image's marker exists (so no image is made twice)."""
+    """The earlier outcome if this image's marker exists and its files are still this job's (so no
+    image is made twice). The file name holds the row, seed and prompt but not every setting: another
+    batch into the same place with other steps or LoRAs replaces the files, and then this job's image
+    is gone even though its marker is not. The sidecar, written with the PNG, names the job."""
     try:
         data = json.loads(store.get_bytes(job.marker_key))
+        sidecar = json.loads(store.get_bytes(job.sidecar_key))
     except ObjectNotFound:
+        return None
+    except ValueError:  # a sidecar edited or cut short by hand: make the image again
+        return None
+    if not isinstance(sidecar, dict) or sidecar.get("job_id") != job.job_id:
         return None
     return Outcome("done", data["outputs"], 1.0, data["processing_s"], reused=True, extra=_extra(job))
 
@@ -124,9 +132,10 @@ def _named(job: ImageJob, exc: Exception) -> str:
 def write_outputs(job: ImageJob, out: ObjectStore, image: Any, processing_s: float) -> list[str]:
     """PNG (with the A1111 parameters chunk) and JSON sidecar, each written atomically under its
     deterministic name, then the marker: a second delivery rewrites identical objects."""
-    png = formats.png_bytes(image.pixels, formats.parameters_of(job))
+    own = getattr(image, "model_scheduler", None)
+    png = formats.png_bytes(image.pixels, formats.parameters_of(job, own))
     out.put_bytes(job.relpath, png)
-    out.put_bytes(job.sidecar_key, formats.sidecar_of(job, image.timings_s, processing_s))
+    out.put_bytes(job.sidecar_key, formats.sidecar_of(job, image.timings_s, processing_s, own))
     keys = [job.relpath, job.sidecar_key]
     marker = {"outputs": keys, "processing_s": processing_s, "model": job.model, "seed": job.seed}
     out.put_bytes(job.marker_key, json.dumps(marker).encode())

@@ -143,7 +143,7 @@ def check_for_model(row: PromptRow, max_side: int, multiple_of: int = SIDE_STEP)
     """Why the model cannot make ``row``'s size (the row's source in front), or None when it can."""
     size = f"{row.width}x{row.height}"
     if max(row.width, row.height) > max_side:
-        return f"{row.source}: {size} is larger than this model makes (at most {max_side} px a side)"
+        return f"{row.source}: {size} is over the limit of {max_side} px a side (OVBATCH_MAX_IMAGE_SIDE)"
     if row.width % multiple_of or row.height % multiple_of:
         fit = f"width {nearest(row.width, multiple_of)}, height {nearest(row.height, multiple_of)}"
         return f"{row.source}: {size} is not a size this model makes: it needs multiples of {multiple_of} ({fit})"

@@ -38,6 +38,7 @@ class ImageRequest:
 class GeneratedImage:
     pixels: np.ndarray  # uint8, height x width x 3 (RGB)
     timings_s: dict[str, float] = field(default_factory=dict)
+    model_scheduler: str | None = None  # the model's own scheduler class, when the request named none
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -177,6 +178,42 @@ def test_bad_sources_get_clear_errors(registry: Registry, tmp_path: Path) -> Non
     with pytest.raises(CorruptModelError, match="openvino_model.xml: OpenVINO cannot read this IR"):
         registry.import_folder(corrupt, "x")
     assert list(registry.store.list()) == [], "a failed import leaves nothing behind"
+
+
+@pytest.mark.parametrize(
+    ("index", "named"),
+    [
+        (
+            {
+                "_class_name": "StableDiffusionXLPipeline",
+                "text_encoder_2": ["transformers", "CLIPTextModelWithProjection"],
+            },
+            "a StableDiffusionXLPipeline pipeline",
+        ),
+        (
+            {"_class_name": "OVStableDiffusion3Pipeline", "transformer": ["optimum", "OVModelTransformer"]},
+            "a StableDiffusion3Pipeline pipeline",
+        ),
+        (
+            {
+                "_class_name": "StableDiffusionPipeline",
+                "unet": ["diffusers", "UNet2DConditionModel"],
+                "text_encoder_2": ["transformers", "CLIPTextModel"],
+            },
+            "a StableDiffusionPipeline pipeline",
+        ),
+    ],
+)
+def test_diffusion_pipelines_the_engine_cannot_build_are_refused_before_export(
+    registry: Registry, tmp_path: Path, index: dict[str, Any], named: str
+) -> None:
+    folder = tmp_path / "pipeline"
+    (folder / "unet").mkdir(parents=True)
+    (folder / "model_index.json").write_text(json.dumps(index))
+    (folder / "unet" / "config.json").write_text("{}")
+    with pytest.raises(NotAModelError, match=f"{named}; image generation takes StableDiffusionPipeline or"):
+        registry.import_folder(folder, "x")
+    assert list(registry.store.list()) == [], "a refused import leaves nothing behind"
 
 
 def test_bad_names_and_refs(registry: Registry, tiny_ir: Path) -> None:

@@ -129,6 +129,44 @@ def test_single_file_import_round_trip(sd_home: SDHome, tiny_sd: TinySD) -> None
     version.wipe()
 
 
+@pytest.mark.slow
+def test_a_single_file_model_makes_the_original_pipelines_images(
+    sd_home: SDHome, tiny_sd: TinySD, tmp_path: Path
+) -> None:
+    """The imported checkpoint through `ovbatch txt2img` (default precision) and an f32 engine: the
+    images of a diffusers pipeline of the weights the file was written from."""
+    from diffusers import StableDiffusionPipeline
+    from PIL import Image
+
+    from ovbatch.tasks.imagegen.components import ROLES
+    from ovbatch.tasks.imagegen.engine import ImageEngine, ImageRequest
+    from tests.tasks.imagegen.test_engine import assert_parity, compare, reference
+
+    pipe = StableDiffusionPipeline(
+        **tiny_sd.components, safety_checker=None, feature_extractor=None, requires_safety_checker=False
+    )
+    pipe.set_progress_bar_config(disable=True)
+    request = ImageRequest(prompt="a red fox in the snow", seed=5, steps=3, guidance=7.5, width=64, height=64)
+    theirs = reference(pipe, request)
+
+    out = tmp_path / "out"
+    size = ("--width", "64", "--height", "64", "--steps", "3", "--guidance", "7.5", "--seeds", "5")
+    run_ovbatch(
+        sd_home.env, sd_home.cwd, "txt2img", request.prompt, "--model", "sd-tiny", *size, "--out", str(out), "--local"
+    )
+    with Image.open(out / "0001-5-a-red-fox-in-the-snow.png") as png:
+        made = np.asarray(png.convert("RGB"))
+    _, psnr, worst = compare(made, theirs)
+    assert psnr >= 35.0, f"`ovbatch txt2img` with the single-file model: PSNR {psnr:.1f} dB (max diff {worst})"
+
+    version = decrypt_version(sd_home.registry, ModelRef.parse("sd-tiny@1"), roles=ROLES)
+    engine = ImageEngine.from_version(version, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    try:
+        assert_parity(engine.generate(request).pixels, theirs, "single-file import f32")
+    finally:
+        engine.release()
+
+
 @pytest.mark.parametrize(
     ("keys", "expected"),
     [

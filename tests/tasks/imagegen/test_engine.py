@@ -12,7 +12,6 @@ import shutil
 import subprocess
 import sys
 import threading
-import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,6 @@ import pytest
 
 from ovbatch.errors import InputError, JobCancelled, ModelRetired, WrongModelKindError
 from ovbatch.registry.loader import DecryptedVersion
-from ovbatch.registry.refs import ModelRef
 from ovbatch.storage.file import FileStore
 from ovbatch.tasks.imagegen.components import (
     CONFIGS,
@@ -330,32 +328,3 @@ def test_a_model_of_another_kind_is_refused() -> None:
     whisper = DecryptedVersion({"name": "whisper-base", "version": "1", "kind": "whisper"}, {})
     with pytest.raises(WrongModelKindError, match="whisper-base@1 is a 'whisper' model; image generation needs"):
         ImageEngine.from_version(whisper)
-
-
-def test_an_openvino_ir_folder_of_the_pipeline_imports_and_gives_the_same_image(
-    tmp_path: Path, imagegen_home: ImagegenHome, f32_engines: dict[str, ImageEngine]
-) -> None:
-    """The third import path: a user's own optimum-intel export (an IR folder) is imported as is."""
-    from optimum.exporters.openvino import main_export
-
-    from ovbatch.registry.loader import decrypt_version
-    from ovbatch.tasks.imagegen.components import ROLES
-    from tests.tasks.imagegen.conftest import F32, tiny_pipeline_folder
-
-    ir = tmp_path / "tiny-lcm-ov"
-    with warnings.catch_warnings():  # torch's tracer warns on every Python branch; pytest makes warnings errors
-        warnings.simplefilter("ignore")
-        main_export(
-            model_name_or_path=str(tiny_pipeline_folder("lcm")), output=ir, task="text-to-image", convert_tokenizer=True
-        )
-    manifest = imagegen_home.registry.import_folder(ir, "tiny-lcm-ir")
-    assert manifest["kind"] == "lcm" and manifest["source"]["type"] == "openvino-ir", manifest["source"]
-    version = decrypt_version(imagegen_home.registry, ModelRef(manifest["name"], manifest["version"]), roles=ROLES)
-    engine = ImageEngine.from_version(version, "CPU", F32)
-    try:
-        ours = engine.generate(LCM).pixels
-    finally:
-        engine.release()
-    assert np.array_equal(ours, f32_engines["lcm"].generate(LCM).pixels), (
-        "IR-folder import differs from diffusers import"
-    )

@@ -152,6 +152,9 @@ def test_sampler_names() -> None:
         None,
     ]
     assert sampler_name("NEW_ONE") == "NEW_ONE", "a scheduler without an A1111 name keeps its own"
+    assert sampler_name(None, "LCMScheduler") == "LCM", "no scheduler asked: the model's own class names it"
+    assert sampler_name("DDIM", "LCMScheduler") == "DDIM", "the job's scheduler wins over the model's"
+    assert sampler_name(None, "UniPCMultistepScheduler") == "UniPCMultistep"
 
 
 def pixels(height: int = 24, width: int = 40) -> np.ndarray:
@@ -228,6 +231,8 @@ def test_parameters_of_a_job() -> None:
     }
     _, _, plain = parse_a1111(parameters_of(make_job(scheduler=None, loras=())))
     assert "Sampler" not in plain and "Lora hashes" not in plain, plain
+    _, _, own = parse_a1111(parameters_of(make_job(scheduler=None), model_scheduler="PNDMScheduler"))
+    assert own["Sampler"] == "PLMS", f"the model's own PNDM scheduler is A1111's PLMS: {own}"
 
 
 def test_sidecar_has_every_parameter() -> None:

@@ -128,7 +128,7 @@ def entries() -> list[GalleryEntry]:
             images=images,
             sheet="0002-sheet.png",
         ),
-        GalleryEntry(3, "p.csv:4", "too big", error="p.csv:4: 2048x2048 is larger than this model makes"),
+        GalleryEntry(3, "p.csv:4", "too big", error="p.csv:4: 2048x2048 is over the limit of 1024 px a side"),
         GalleryEntry(
             4,
             "p.csv:5",
@@ -175,7 +175,7 @@ def test_page_sections_in_row_order_with_failures_listed_first() -> None:
     assert failed < text.index('id="row-2"') < text.index('id="row-4"') < text.index('id="row-5"')
     assert 'id="row-3"' not in text, "a failed row is listed, not given a section"
     shown = "".join(Page(text).text)
-    assert "p.csv:4" in shown and "2048x2048 is larger than this model makes" in shown
+    assert "p.csv:4" in shown and "2048x2048 is over the limit of 1024 px a side" in shown
     assert "p.csv:4: 2048x2048" not in shown, "the source is shown once, not again in front of the error"
     assert "4 prompts, 5 images, 1 failed image, 1 failed prompt" in shown
     assert "Steps" in shown and "512x512" in shown and "seed 2" in shown

@@ -280,7 +280,7 @@ def test_bad_defaults_name_the_cli_options() -> None:
 def test_check_for_model() -> None:
     row = PromptRow(3, "p.csv:4", "a", "", (0,), 4, 1.0, 1024, 768, (), None)
     assert check_for_model(row, 1024) is None
-    assert check_for_model(row, 768) == "p.csv:4: 1024x768 is larger than this model makes (at most 768 px a side)"
+    assert check_for_model(row, 768) == "p.csv:4: 1024x768 is over the limit of 768 px a side (OVBATCH_MAX_IMAGE_SIDE)"
     odd = dataclasses.replace(row, width=520)
     assert check_for_model(odd, 1024, multiple_of=64) == (
         "p.csv:4: 520x768 is not a size this model makes: it needs multiples of 64 (width 512 or 576, height 768)"

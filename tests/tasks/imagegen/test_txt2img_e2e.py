@@ -78,8 +78,11 @@ def test_embedded_batch_writes_pngs_sidecars_sheets_gallery_and_a_bad_row_fails_
     text = parameters(fox)
     assert text.startswith("a red fox in the snow\n"), text
     assert "Steps: 2, " in text and "Seed: 0, Size: 64x64" in text and "Model: tiny-lcm@1" in text, text
+    assert "Sampler: LCM, " in text, f"the model's own LCM scheduler ran and is named: {text}"
     sidecar = json.loads((out / "0001-0-a-red-fox-in-the-snow.json").read_text())
-    assert sidecar["seed"] == 0 and sidecar["steps"] == 2, sidecar
+    assert sidecar["seed"] == 0 and sidecar["steps"] == 2 and sidecar["sampler"] == "LCM", sidecar
+    stages = {"text_encoder", "unet_first_step", "unet_other_steps_avg", "vae_decode", "wall"}
+    assert stages <= set(sidecar["timings_s"]) and sidecar["timings_s"]["wall"] > 0, sidecar["timings_s"]
     assert (out / "0001-contact-a-red-fox-in-the-snow.png").is_file(), "row 1 has two seeds: a contact sheet"
     page = (out / "index.html").read_text()
     assert "0001-0-a-red-fox-in-the-snow.png" in page and "width 500 is not a multiple of 8" in page
@@ -91,22 +94,57 @@ def test_embedded_batch_writes_pngs_sidecars_sheets_gallery_and_a_bad_row_fails_
     assert fox.stat().st_mtime_ns == before, "a skipped image is not written again"
 
 
-def test_workers_make_the_same_image_as_embedded_mode_in_any_order(
+def test_two_workers_and_embedded_mode_make_the_same_image_in_any_order(
     env: dict[str, str], workers: Workers, tmp_path: Path
 ) -> None:
-    local, queued = tmp_path / "local", tmp_path / "queued"
+    local, on_a, on_b = tmp_path / "local", tmp_path / "a", tmp_path / "b"
     common = ("--model", "tiny-stable-diffusion", "--steps", "3", "--width", "64", "--height", "64")
     cli(env, "txt2img", "a small boat", "--seeds", "5,3", *common, "--out", str(local), "--local")
     workers.start(name="a")
-    workers.start(name="b")
-    done = cli(env, "txt2img", "a small boat", "--seeds", "3-5", *common, "--out", str(queued), "--wait")
+    done = cli(env, "txt2img", "a small boat", "--seeds", "3-5", *common, "--out", str(on_a), "--wait")
     s = status(env, batch_id_of(done.stdout))
     assert s["summary"]["done"] == 3, s["summary"]
     assert s["summary"]["work"] == 9.0, "3 images of 3 denoising steps each were counted while they ran"
+    workers.stop()  # worker b alone makes the second batch, its seeds in another order
+    workers.start(name="b")
+    done = cli(env, "txt2img", "a small boat", "--seeds", "5,4,3", *common, "--out", str(on_b), "--wait")
+    assert status(env, batch_id_of(done.stdout))["summary"]["done"] == 3
     for seed in (3, 5):
         name = f"0001-{seed}-a-small-boat.png"
-        assert np.array_equal(pixels(local / name), pixels(queued / name)), f"seed {seed} differs across runs"
-    assert not np.array_equal(pixels(queued / "0001-3-a-small-boat.png"), pixels(queued / "0001-4-a-small-boat.png"))
+        assert np.array_equal(pixels(local / name), pixels(on_a / name)), f"seed {seed}: worker a != embedded"
+    for seed in (3, 4, 5):
+        name = f"0001-{seed}-a-small-boat.png"
+        assert np.array_equal(pixels(on_a / name), pixels(on_b / name)), f"seed {seed}: worker a != worker b"
+    assert not np.array_equal(pixels(on_a / "0001-3-a-small-boat.png"), pixels(on_a / "0001-4-a-small-boat.png"))
+
+
+def test_an_image_overwritten_by_another_batch_is_made_again_on_resubmission(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """The file name holds the row, seed and prompt, not the steps: a batch with other settings into the
+    same --out replaces the image, and resubmitting the first batch must not count it as done."""
+    out = tmp_path / "out"
+    common = (
+        "txt2img",
+        "a cat",
+        "--model",
+        "tiny-lcm",
+        "--width",
+        "64",
+        "--height",
+        "64",
+        "--out",
+        str(out),
+        "--local",
+    )
+    png = out / "0001-0-a-cat.png"
+    cli(env, *common, "--steps", "1")
+    cli(env, *common, "--steps", "2")
+    assert "Steps: 2, " in parameters(png)
+    again = cli(env, *common, "--steps", "1")
+    assert "1 done" in again.stdout, f"the 1-step image was replaced, so it must be made again: {again.stdout}"
+    assert "Steps: 1, " in parameters(png), parameters(png)
+    assert "0 done, 1 skipped" in cli(env, *common, "--steps", "1").stdout, "now it is there: skipped"
 
 
 def test_unknown_loras_and_what_lcm_cannot_do_fail_their_rows_before_queueing(
@@ -212,3 +250,61 @@ def test_sigterm_hands_a_running_image_back_to_its_queue_and_the_time_limit_fail
     assert record["status"] == "failed" and record["retryable"], record
     assert "stopped after the job time limit of 3 s" in record["error"], record
     assert not list(out.glob("*.png")), "a stopped image writes nothing"
+
+
+def test_an_openvino_ir_folder_imported_by_the_cli_makes_the_diffusers_folders_images(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """The third import path: a user's own optimum-intel export of the pipeline is imported as it is
+    and gives the images of the same weights imported as a diffusers folder."""
+    import warnings
+
+    from optimum.exporters.openvino import main_export
+
+    from tests.tasks.imagegen.conftest import tiny_pipeline_folder
+
+    ir = tmp_path / "tiny-lcm-ov"
+    with warnings.catch_warnings():  # torch's tracer warns on every Python branch; pytest makes warnings errors
+        warnings.simplefilter("ignore")
+        main_export(
+            model_name_or_path=str(tiny_pipeline_folder("lcm")), output=ir, task="text-to-image", convert_tokenizer=True
+        )
+    imported = cli(env, "models", "import", str(ir), "--name", "tiny-lcm-ir")
+    assert "imported tiny-lcm-ir@1: lcm" in imported.stdout, imported.stdout
+    common = ("a lighthouse at dusk", "--seeds", "3", "--steps", "2", "--width", "64", "--height", "64", "--local")
+    for model in ("tiny-lcm", "tiny-lcm-ir"):
+        cli(env, "txt2img", *common, "--model", model, "--out", str(tmp_path / model))
+    name = "0001-3-a-lighthouse-at-dusk.png"
+    assert np.array_equal(pixels(tmp_path / "tiny-lcm" / name), pixels(tmp_path / "tiny-lcm-ir" / name)), (
+        "the IR-folder import makes another image than the diffusers-folder import of the same weights"
+    )
+
+
+def test_a_lora_made_for_another_base_fails_its_row_alone(env: dict[str, str], tmp_path: Path) -> None:
+    """An SDXL adapter imported with no --base: nothing checks it until a worker builds the engine;
+    then its row fails, named, and the rows around it are made."""
+    from safetensors.numpy import save_file
+
+    rng = np.random.default_rng(0)
+    tensors = {}
+    for name, (fan_in, fan_out) in {  # SDXL layers: ten transformer blocks, two text encoders
+        "lora_unet_down_blocks_1_attentions_0_transformer_blocks_7_attn2_to_k": (2048, 640),
+        "lora_te2_text_model_encoder_layers_0_self_attn_q_proj": (1280, 1280),
+    }.items():
+        tensors[f"{name}.lora_down.weight"] = rng.standard_normal((4, fan_in)).astype(np.float32)
+        tensors[f"{name}.lora_up.weight"] = np.zeros((fan_out, 4), np.float32)
+    save_file(tensors, str(tmp_path / "xl-style.safetensors"))
+    cli(env, "models", "import", str(tmp_path / "xl-style.safetensors"), "--name", "xl-style", "--lora")
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text(
+        '{"prompt": "a red fox", "seeds": [1]}\n'
+        '{"prompt": "a styled fox", "seeds": [1], "loras": ["xl-style:0.8"]}\n'
+        '{"prompt": "a blue fox", "seeds": [1]}\n'
+    )
+    out = tmp_path / "out"
+    done = cli(env, "txt2img", str(rows), "--model", "tiny-lcm", "--steps", "1", "--width", "64", "--height", "64",
+               "--out", str(out), "--local", ok=False)  # fmt: skip
+    assert "2 done" in done.stdout and "1 failed" in done.stdout, done.stdout
+    assert "rows.jsonl:2" in done.stderr and "matches none of the" in done.stderr, done.stderr
+    assert (out / "0001-1-a-red-fox.png").is_file() and (out / "0003-1-a-blue-fox.png").is_file()
+    assert not (out / "0002-1-a-styled-fox.png").exists()
