@@ -155,8 +155,9 @@ class JobEnv:
     progress: Callable[[float], None] = lambda _work: None  # finer work done (the kind's Unit.work)
     settings: Any = None  # the worker's Settings: limits come from the worker, not the message
 
-    def watch(self, job: JobSpec) -> Watch:
-        """Started when the job's own work starts: a cold model load is not counted."""
+    def watch(self, job: JobSpec, cancel_check_s: float | None = None) -> Watch:
+        """Started when the job's own work starts: a cold model load is not counted. A kind whose
+        blocks of work are long (a denoising step) asks its batch at every check: ``cancel_check_s=0``."""
         limit = self.time_limit_s
         deadline = time.monotonic() + limit if limit else None
         return Watch(
@@ -164,6 +165,6 @@ class JobEnv:
             deadline,
             limit,
             lambda: self.is_cancelled(job.batch_id),
-            self.cancel_check_s,
+            self.cancel_check_s if cancel_check_s is None else cancel_check_s,
             self.stopping,
         )

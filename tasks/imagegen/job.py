@@ -108,7 +108,9 @@ def run(job: ImageJob, env: JobEnv) -> Outcome:
     try:
         check_limits(job, env.settings)
         engine = env.engine_for(job)
-        stepper = Stepper(env.watch(job), env)
+        # a step is long (a second or more at 512 px): ask the batch after every one, so a cancel
+        # stops the image at its next step (one Redis read a step)
+        stepper = Stepper(env.watch(job, cancel_check_s=0.0), env)
         image = engine.generate(request_of(job), stepper)
         stepper.settle(job.steps)
     except InputError as exc:
