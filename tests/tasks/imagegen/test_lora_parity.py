@@ -23,6 +23,7 @@ from ovbatch.registry.loader import decrypt_version
 from ovbatch.registry.refs import ModelRef
 from ovbatch.tasks.imagegen.engine import ImageRequest
 from tests.tasks.imagegen.conftest import TINY_SIZE, ImagegenHome, MakeEngine, lora_targets, tiny_lora
+from tests.tasks.imagegen.test_engine import reference
 
 pytestmark = [
     pytest.mark.slow,
@@ -31,21 +32,6 @@ pytestmark = [
 ]
 
 REQUEST = ImageRequest(prompt="a photo of a cat", seed=11, steps=4, guidance=7.5, width=TINY_SIZE, height=TINY_SIZE)
-
-
-def diffusers_image(pipe: Any, request: ImageRequest) -> np.ndarray:
-    import torch
-
-    out = pipe(
-        request.prompt,
-        width=request.width,
-        height=request.height,
-        num_inference_steps=request.steps,
-        guidance_scale=request.guidance,
-        generator=torch.Generator().manual_seed(request.seed),
-        output_type="np",
-    )
-    return np.asarray(out.images[0], dtype=np.float64) * 255
 
 
 def fused(pipe: Any, kohya: dict[str, Any], weight: float) -> Any:
@@ -124,7 +110,7 @@ def test_kohya_and_peft_loras_match_diffusers_fused(
     engine = make_engine("stable-diffusion", adapters={"style": stored["style"]})
     for weight in (1.0, 0.0, 0.7):  # one adapter: genai switches its alpha without a rebuild
         pixels = engine.generate(replace(REQUEST, adapters=(("style", weight),))).pixels
-        assert_parity(pixels, diffusers_image(fused(pipe, kohya, weight), REQUEST), f"LoRA weight {weight}")
-    plain = diffusers_image(pipe, REQUEST)
-    with_lora = diffusers_image(fused(pipe, kohya, 1.0), REQUEST)
+        assert_parity(pixels, reference(fused(pipe, kohya, weight), REQUEST), f"LoRA weight {weight}")
+    plain = reference(pipe, REQUEST)
+    with_lora = reference(fused(pipe, kohya, 1.0), REQUEST)
     assert np.mean(np.abs(with_lora - plain)) > 2, "the LoRA changes too little for this test to mean anything"
