@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	# torch first, pinned: a bare `torch` pulls a CUDA build of several GB (../shared/OFFLINE.md)
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[export,dev]'
+	$(BIN)/pip install --quiet -e '.[export,quantize,dev]'
 	touch $(STAMP)
 
 # strace proves no plaintext is written; espeak-ng + sox make test speech

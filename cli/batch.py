@@ -85,6 +85,11 @@ def submit_batch(
         f"batch {sub.batch_id}: {len(sub.queued)} queued on {device}, {sub.skipped} already done, "
         f"{sub.failed} failed at submission; follow it with `ovbatch watch {sub.batch_id}`"
     )
+    if kind.dedicated and sub.queued:
+        click.echo(
+            f"  {kind.name} jobs wait on their own queue {kind.queue(device)}: only workers started with "
+            f"`ovbatch worker --device {device} --kinds {kind.name}` take them"
+        )
     if wait:
         s = follow(lambda: store.summary(sub.batch_id), sub.batch_id)
         print_outcome(store, sub.batch_id, s)
@@ -108,12 +113,12 @@ def _record(
 
 
 def enqueue(settings: Settings, kind: JobKind, jobs: list[Any]) -> None:
-    from ovbatch.workers.app import make_app, queue_for
+    from ovbatch.workers.app import make_app
 
     app = make_app(settings)
     for job in jobs:
         app.send_task(
-            kind.task_name, args=[job.to_json()], queue=queue_for(job.device), task_id=f"{job.batch_id}.{job.job_id}"
+            kind.task_name, args=[job.to_json()], queue=kind.queue(job.device), task_id=f"{job.batch_id}.{job.job_id}"
         )
 
 
@@ -133,7 +138,9 @@ def _run_embedded(
 
         # as a worker does: several jobs at once in threads, sharing the cached engine
         try:
-            with ThreadPoolExecutor(max_workers=worker.batch_files, thread_name_prefix="ovbatch-job") as pool:
+            with ThreadPoolExecutor(
+                max_workers=1 if kind.dedicated else worker.batch_files, thread_name_prefix="ovbatch-job"
+            ) as pool:
                 list(pool.map(lambda job: process_job(worker, kind, job.to_json()), sub.queued))
         except BaseException as exc:  # surfaced below, after the progress display ends
             errors.append(exc)

@@ -78,7 +78,9 @@ def list_(ctx: click.Context) -> None:
     for ref in registry.all_versions():
         m = registry.manifest(ref, verify_mac=False)
         size = human_bytes(sum(f["size"] for f in m["files"]))
-        click.echo(f"{ref!s:30} {m['kind']:16} {m['precision']:8} {size:>10}  {m['created']}")
+        lineage = m.get("lineage") or {}
+        parent = f"  from {lineage['parent']} ({lineage['recipe']})" if lineage else ""
+        click.echo(f"{ref!s:30} {m['kind']:16} {m['precision']:8} {size:>10}  {m['created']}{parent}")
         rows += 1
     if not rows:
         click.echo(f"no models in {registry.store.url}; add one with `ovbatch models import`")
@@ -93,6 +95,18 @@ def show(ctx: click.Context, ref: str) -> None:
     registry = open_registry(ctx, need_keyring=False)
     manifest = registry.manifest(ModelRef.parse(ref), verify_mac=False)
     manifest.pop("wrapped_key", None)
+    lineage = manifest.get("lineage")
+    if lineage:
+        gate = lineage.get("gate", {})
+        size = lineage.get("size_bytes", {})
+        click.echo(
+            f"lineage: {lineage['parent']} -> {lineage['recipe']} "
+            f"{json.dumps(lineage.get('params', {}), sort_keys=True)}; "
+            f"gate {'passed' if gate.get('passed') else 'FAILED'} (max drop {gate.get('max_drop')}); "
+            f"size {human_bytes(size.get('before', 0))} -> {human_bytes(size.get('after', 0))}; "
+            f"NNCF {lineage.get('nncf')}, OpenVINO {str(lineage.get('openvino', '')).split('-')[0]}",
+            err=True,
+        )
     click.echo(json.dumps(manifest, indent=2, sort_keys=True))
 
 

@@ -36,9 +36,10 @@ def describe(s: dict[str, Any], now: float) -> str:
     eta = ""
     if open_jobs and s["done"] and s.get("started_s"):
         eta = f"  ETA {time.strftime('%H:%M:%S', time.gmtime(elapsed / s['done'] * open_jobs))}"
+    stage = f"  [{s['stage']}]" if s.get("stage") and s["running"] and not s.get("ended_s") else ""
     return (
         f"done {s['done']}  failed {s['failed']}  skipped {s['skipped']}  running {s['running']}  "
-        f"{units_text(s)}{work}  {rate:.1f} {unit['rate']}{eta}"
+        f"{units_text(s)}{work}  {rate:.1f} {unit['rate']}{eta}{stage}"
     )
 
 

@@ -86,6 +86,9 @@ class BatchStore(ABC):
     def add_work(self, batch_id: str, amount: float) -> None:
         """Count finer work done by a running job (its kind's ``Unit.work``: denoising steps)."""
 
+    def set_stage(self, batch_id: str, text: str) -> None:  # noqa: B027 (optional: a no-op by default)
+        """What a long job is doing now (``model@1: calibrating 12/64``), shown by ``watch``."""
+
     def job(self, batch_id: str, job_id: str) -> dict[str, Any] | None:
         return self.jobs(batch_id).get(job_id)
 
@@ -100,6 +103,7 @@ def _summary(fields: dict[str, str]) -> dict[str, Any]:
     for key in ("created_s", "started_s", "ended_s"):
         out[key] = float(fields[key]) if key in fields else None
     out["cancel_requested"] = fields.get("cancel") == "1"
+    out["stage"] = fields.get("stage")
     return out
 
 
@@ -173,6 +177,9 @@ class RedisBatchStore(BatchStore):
 
     def add_work(self, batch_id: str, amount: float) -> None:
         self.client.hincrbyfloat(self._keys(batch_id)[0], "work", amount)
+
+    def set_stage(self, batch_id: str, text: str) -> None:
+        self.client.hset(self._keys(batch_id)[0], "stage", text)
 
     def recent(self, limit: int = 20) -> list[str]:
         return [b.decode() for b in self.client.zrevrange(f"{self.prefix}:batches", 0, limit - 1)]
@@ -250,3 +257,7 @@ class MemoryBatchStore(BatchStore):
         with self._lock:
             fields = self._batches[batch_id]
             fields["work"] = str(float(fields.get("work", 0)) + amount)
+
+    def set_stage(self, batch_id: str, text: str) -> None:
+        with self._lock:
+            self._batches[batch_id]["stage"] = text

@@ -153,6 +153,7 @@ class JobEnv:
     # back to the queue at once, instead of holding a scale-down for hours
     stopping: Callable[[], bool] = lambda: False
     progress: Callable[[float], None] = lambda _work: None  # finer work done (the kind's Unit.work)
+    stage: Callable[[str], None] = lambda _text: None  # what a long job does now, shown by `watch`
     settings: Any = None  # the worker's Settings: limits come from the worker, not the message
 
     def watch(self, job: JobSpec, cancel_check_s: float | None = None) -> Watch:

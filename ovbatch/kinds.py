@@ -57,10 +57,17 @@ class JobKind:
     finish_batch: Callable[[Any, str, ObjectStore], list[str]] | None = None
     # the click commands the kind adds to ``ovbatch`` (imported only by the CLI, never by workers)
     commands: Callable[[], tuple[Any, ...]] = lambda: ()
+    # a dedicated kind (long, memory-heavy: quantization) has a queue of its own per device,
+    # ``ovbatch.<kind>.<DEVICE>``, served only by workers started with ``--kinds <kind>``, one job at
+    # a time; other kinds share ``ovbatch.<DEVICE>``
+    dedicated: bool = False
 
     @property
     def task_name(self) -> str:
         return f"ovbatch.{self.name}"
+
+    def queue(self, device: str) -> str:
+        return f"ovbatch.{self.name}.{device}" if self.dedicated else f"ovbatch.{device}"
 
     def loader_for(self, manifest: dict[str, Any]) -> Callable[[EngineLoad], Loaded]:
         model_kind = manifest.get("kind", "generic")

@@ -8,4 +8,5 @@ holding its ``KIND``. Kinds are imported only when first used.
 KINDS: dict[str, str] = {
     "transcribe": "ovbatch.tasks.transcribe.kind",
     "txt2img": "ovbatch.tasks.imagegen.kind",
+    "quantize": "ovbatch.tasks.quantize.kind",
 }

@@ -19,7 +19,7 @@ from ovbatch.ov import check_device, make_core
 from ovbatch.registry.registry import Registry
 from ovbatch.settings import Settings
 from ovbatch.storage import open_store
-from ovbatch.workers.app import make_app, queue_for
+from ovbatch.workers.app import make_app
 from ovbatch.workers.cache import ModelCache
 from ovbatch.workers.presence import Beat
 from ovbatch.workers.runtime import WorkerContext
@@ -92,14 +92,37 @@ def build_embedded_context(settings: Settings, device: str) -> WorkerContext:
     )
 
 
+def worker_queues(device: str, kind_names: list[str] | None) -> tuple[list[str], bool]:
+    """The queues a worker serves for ``kind_names`` (default: every kind without a queue of its own),
+    and whether they are a dedicated kind's (then the worker runs one job at a time)."""
+    from ovbatch import kinds
+
+    chosen = [kinds.get(n) for n in kind_names] if kind_names else [k for k in kinds.all_kinds() if not k.dedicated]
+    dedicated = [k.name for k in chosen if k.dedicated]
+    if dedicated and len(chosen) > 1:
+        raise ConfigError(
+            f"--kinds {','.join(k.name for k in chosen)}: {', '.join(dedicated)} jobs are long and memory-heavy and "
+            f"run on workers of their own, one job at a time; start a separate worker with --kinds {dedicated[0]}"
+        )
+    return sorted({k.queue(device) for k in chosen}), bool(dedicated)
+
+
 def run_worker(
-    settings: Settings, device: str, cpus: list[int] | None = None, name: str | None = None, loglevel: str = "INFO"
+    settings: Settings,
+    device: str,
+    cpus: list[int] | None = None,
+    name: str | None = None,
+    loglevel: str = "INFO",
+    kind_names: list[str] | None = None,
 ) -> None:
+    queues, dedicated = worker_queues(device, kind_names)
     ctx = build_context(settings, device, cpus, name)
+    if dedicated:
+        ctx.batch_files = 1
     app = make_app(settings)
     register(app)
     bind_context(ctx)
-    queue = queue_for(device)
+    queue = ",".join(queues)
     assert ctx.redis is not None
     beat = Beat(ctx.redis, ctx, queue)
     ctx.after_job = beat.now  # `ovbatch workers` sees each finished job at once

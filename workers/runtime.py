@@ -102,6 +102,7 @@ class WorkerContext:
             time_limit_s=self.settings.job_time_limit_s,
             stopping=self.stopping.is_set,
             progress=lambda work: self.batches.add_work(batch_id, work),
+            stage=lambda text: self.batches.set_stage(batch_id, text),
             settings=self.settings,
         )
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -123,40 +124,81 @@ class Registry:
         with lora.prepare(path, name, lora.decrypt_base(self, base) if base else None) as prepared:
             return self._import_prepared(prepared, name, version)
 
-    def _import_prepared(self, prepared: sources.PreparedModel, name: str, version: str | None) -> dict[str, Any]:
+    def import_buffers(
+        self,
+        files: dict[str, bytes | memoryview],
+        name: str,
+        *,
+        kind: str,
+        precision: str,
+        source: dict[str, str],
+        extra: dict[str, Any] | None = None,
+        version: str | None = None,
+    ) -> dict[str, Any]:
+        """Import a model held in memory (``{role: plaintext}``) as a new encrypted version: what a
+        quantization job makes. Nothing is written in plaintext; the manifest goes last, so a process
+        killed half way leaves no visible version (only its reservation)."""
+        refs.check_name(name)
+        if version is not None:
+            version = refs.check_version(version)
+        self.keyring.active_key()
         version = self._reserve(name, version)
+        views = {role: memoryview(data).cast("B") for role, data in files.items()}
+        entries = [(role, lambda v=v: _MemoryReader(v), len(v)) for role, v in sorted(views.items())]
         try:
-            manifest = self._encrypt_version(prepared, name, version)
+            manifest = self._encrypt_entries(entries, name, version, kind, precision, source, extra or {})
         except BaseException:
             self._delete_prefix(refs.version_prefix(name, version))
             raise
         self.store.delete(refs.reservation_key(name, version))
         return manifest
 
-    def _encrypt_version(self, prepared: sources.PreparedModel, name: str, version: str) -> dict[str, Any]:
+    def _import_prepared(self, prepared: sources.PreparedModel, name: str, version: str | None) -> dict[str, Any]:
+        version = self._reserve(name, version)
+        entries = [
+            (p.relative_to(prepared.folder).as_posix(), partial(open, p, "rb"), p.stat().st_size)
+            for p in _model_files(prepared.folder)
+        ]
+        try:
+            manifest = self._encrypt_entries(
+                entries, name, version, prepared.kind, prepared.precision, prepared.source, prepared.extra
+            )
+        except BaseException:
+            self._delete_prefix(refs.version_prefix(name, version))
+            raise
+        self.store.delete(refs.reservation_key(name, version))
+        return manifest
+
+    def _encrypt_entries(
+        self,
+        entries: Sequence[tuple[str, Callable[[], Any], int]],
+        name: str,
+        version: str,
+        kind: str,
+        precision: str,
+        source: dict[str, str],
+        extra: dict[str, Any],
+    ) -> dict[str, Any]:
         data_key = envelope.new_data_key()
         files = []
-        for path in _model_files(prepared.folder):
-            role = path.relative_to(prepared.folder).as_posix()
+        for role, opener, size in entries:
             digest = hashlib.sha256()
-            with open(path, "rb") as plaintext:
+            with opener() as plaintext:
                 stream = encrypt_chunks(data_key, FileContext(name, version, role), plaintext, observe=digest.update)
                 stored = self.store.put_stream(refs.object_key(name, version, role), stream)
-            files.append(
-                {"role": role, "size": path.stat().st_size, "sha256": digest.hexdigest(), "ciphertext_size": stored}
-            )
+            files.append({"role": role, "size": size, "sha256": digest.hexdigest(), "ciphertext_size": stored})
         manifest: dict[str, Any] = {
             "format": MANIFEST_FORMAT,
             "name": name,
             "version": version,
-            "kind": prepared.kind,
-            "precision": prepared.precision,
-            "source": prepared.source,
+            "kind": kind,
+            "precision": precision,
+            "source": source,
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "chunk_log2": DEFAULT_CHUNK_LOG2,
             "files": files,
         }
-        manifest.update(prepared.extra)
+        manifest.update(extra)
         envelope.seal_manifest(manifest, data_key)
         manifest.update(envelope.wrap(self.keyring, data_key, name, version))
         self.store.put_bytes(refs.manifest_key(name, version), _dump(manifest), if_absent=True)
@@ -181,6 +223,25 @@ class Registry:
         data_key = envelope.unwrap(self.keyring, manifest)
         manifest.update(envelope.wrap(self.keyring, data_key, manifest["name"], manifest["version"]))
         self.store.put_bytes(refs.manifest_key(manifest["name"], manifest["version"]), _dump(manifest))
+
+
+class _MemoryReader:
+    """A read-only stream over plaintext in memory (no copy of the whole buffer, unlike BytesIO)."""
+
+    def __init__(self, view: memoryview) -> None:
+        self._view, self._at = view, 0
+
+    def read(self, n: int = -1) -> bytes:
+        end = len(self._view) if n is None or n < 0 else min(len(self._view), self._at + n)
+        chunk = bytes(self._view[self._at : end])
+        self._at = end
+        return chunk
+
+    def __enter__(self) -> _MemoryReader:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._view = memoryview(b"")
 
 
 def _model_files(folder: Path) -> list[Path]:

@@ -96,15 +96,23 @@ def detect_kind(folder: Path) -> str:
 
 def detect_precision(folder: Path) -> str:
     """The dominant weight type of the IR's constants, by bytes (int4 wins if present at all)."""
-    by_type: Counter[str] = Counter()
+    texts = []
     for xml in _ir_pairs(folder):
+        texts.append((str(xml), xml.read_text(errors="replace")))
+    return precision_of_xml(texts)
+
+
+def precision_of_xml(texts: list[tuple[str, str]]) -> str:
+    """``detect_precision`` over (name, xml text) pairs: models held in memory (quantization results)."""
+    by_type: Counter[str] = Counter()
+    for name, text in texts:
         try:
-            for layer in ET.parse(xml).getroot().iter("layer"):
+            for layer in ET.fromstring(text).iter("layer"):
                 data = layer.find("data")
                 if layer.get("type") == "Const" and data is not None:
                     by_type[data.get("element_type", "?")] += int(data.get("size", "0"))
         except ET.ParseError as exc:
-            raise CorruptModelError(f"{xml}: not a valid OpenVINO IR XML ({exc})") from exc
+            raise CorruptModelError(f"{name}: not a valid OpenVINO IR XML ({exc})") from exc
     if by_type["u4"] + by_type["i4"] + by_type["nf4"]:
         return "int4"
     if not by_type:

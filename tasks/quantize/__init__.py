@@ -1,0 +1,1 @@
+"""Quantization jobs: NNCF recipes with an accuracy gate, results imported as new encrypted versions."""

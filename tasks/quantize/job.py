@@ -1,0 +1,410 @@
+"""One quantization job: decrypt the parent in memory, calibrate, quantize, evaluate both, gate,
+and only then import the result as a new encrypted version with its lineage.
+
+Outputs under ``--out``: ``<model>@<v>/<recipe slug>.json``, the report (metrics before and after,
+gate, sizes, times, peak RSS, the new version or why there is none), then the marker. A failed gate
+is a failed job (not retryable) with its report; nothing is registered. A worker killed before the
+import leaves no version (the manifest is written last); killed after it, the rerun finds the
+version by its lineage's job id and does not import a second one.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from ovbatch.errors import InputError, JobCancelled, JobTimeLimitExceeded
+from ovbatch.jobs import JobEnv, Outcome, Watch
+from ovbatch.registry.loader import DecryptedVersion, decrypt_version
+from ovbatch.registry.refs import ModelRef
+from ovbatch.storage import ObjectStore
+from ovbatch.tasks.quantize import datasets, memio, recipes
+from ovbatch.tasks.quantize.spec import QuantizeJob
+
+
+@dataclass
+class Quantizer:
+    """What the worker's cache holds per parent version (the kind's "engine"): the registry and
+    device, and what a sweep over one recipe's options reuses: captured calibration inputs and the
+    parent's evaluation results (NNCF statistics are never written to disk: they come from plaintext)."""
+
+    registry: Any
+    ref: ModelRef
+    manifest: dict[str, Any]
+    core: Any
+    device: str
+    config: dict[str, Any]
+    grow: Any = None
+    captures: dict[tuple[Any, ...], Any] = field(default_factory=dict)
+    parent_scores: dict[tuple[Any, ...], Any] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class PeakRss:
+    """The process's resident memory, sampled every 0.2 s while a job runs: its peak in MiB."""
+
+    def __init__(self) -> None:
+        self.peak = self._now()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="ovbatch-rss", daemon=True)
+
+    @staticmethod
+    def _now() -> float:
+        import os
+
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.2):
+            self.peak = max(self.peak, self._now())
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._now())
+
+
+def finished(job: QuantizeJob, store: ObjectStore) -> Outcome | None:
+    try:
+        data = json.loads(store.get_bytes(job.marker_key))
+    except Exception:
+        return None
+    return Outcome("done", data["outputs"], 1.0, data["processing_s"], reused=True, extra=data.get("extra", {}))
+
+
+def _registered(registry: Any, job: QuantizeJob) -> dict[str, Any] | None:
+    """A version an earlier run of this job imported (killed before its marker was written)."""
+    try:
+        versions = registry.versions(job.target)
+    except Exception:
+        return None
+    for version in reversed(versions):
+        manifest = registry.manifest(ModelRef(job.target, version), verify_mac=False)
+        if (manifest.get("lineage") or {}).get("job_id") == job.job_id:
+            return manifest
+    return None
+
+
+def _versions() -> dict[str, str]:
+    import nncf
+    import openvino as ov
+
+    return {"nncf": nncf.__version__, "openvino": ov.get_version()}
+
+
+def _bytes(version: DecryptedVersion) -> int:
+    return sum(int(b.nbytes) for b in version.buffers.values())
+
+
+def run(job: QuantizeJob, env: JobEnv) -> Outcome:
+    if env.is_cancelled(job.batch_id):
+        return Outcome("cancelled", error="batch cancelled before this job started")
+    out = env.out_store(job.out_url)
+    earlier = finished(job, out)
+    if earlier is not None:
+        return earlier
+    quantizer: Quantizer = env.engine_for(job)
+    t0 = time.perf_counter()
+    watch = env.watch(job, cancel_check_s=0.0)
+    try:
+        with PeakRss() as rss:
+            report = _quantize(job, env, quantizer, watch)
+    except InputError as exc:
+        return Outcome("failed", error=f"{job.display}: {exc}", processing_s=time.perf_counter() - t0)
+    except JobCancelled as exc:
+        return Outcome("cancelled", error=str(exc), processing_s=time.perf_counter() - t0)
+    except JobTimeLimitExceeded as exc:
+        return Outcome("failed", error=str(exc), processing_s=time.perf_counter() - t0, retryable=True)
+    processing_s = time.perf_counter() - t0
+    report["seconds"]["total"] = round(processing_s, 2)
+    report["peak_rss_mib"] = round(rss.peak, 1)
+    files = report.pop("_files")
+    if report["gate"]["passed"]:
+        report["version"] = _register(job, quantizer, report, files)
+    out.put_bytes(job.report_key, json.dumps(report, indent=2, sort_keys=True).encode())
+    extra = {"gate": report["gate"], "version": report.get("version")}
+    if not report["gate"]["passed"]:
+        return Outcome(
+            "failed",
+            [job.report_key],
+            0.0,
+            processing_s,
+            error=f"{job.display}: {report['gate']['reason']}",
+            extra=extra,
+        )
+    outcome = Outcome("done", [job.report_key], 1.0, processing_s, extra=extra)
+    marker = {"outputs": outcome.outputs, "processing_s": processing_s, "extra": extra}
+    out.put_bytes(job.marker_key, json.dumps(marker).encode())
+    return outcome
+
+
+def _quantize(job: QuantizeJob, env: JobEnv, q: Quantizer, watch: Watch) -> dict[str, Any]:
+    recipe = recipes.get(job.model_kind, job.recipe)
+    params = recipes.params_for(recipe, job.params)
+    max_drop = recipe.max_drop if job.max_drop is None else job.max_drop
+    times: dict[str, float] = {}
+
+    def stage(text: str) -> None:
+        watch.check(text)
+        env.stage(f"{job.display}: {text}")
+
+    stage("decrypting the parent in memory")
+    t = time.perf_counter()
+    parent = decrypt_version(q.registry, ModelRef.parse(job.model))
+    times["decrypt"] = time.perf_counter() - t
+    try:
+        calib = datasets.load(env.open_input, job.calibration) if job.calibration else None
+        evaluation = datasets.load(env.open_input, job.evaluation) if job.evaluation else None
+        if recipe.family == "whisper":
+            models, metrics = _whisper(job, env, q, parent, recipe.name, params, calib, evaluation, stage, watch, times)
+            gate = whisper_gate(metrics, max_drop)
+        else:
+            models, metrics = _ir(job, env, q, parent, recipe.name, params, calib, evaluation, max_drop, stage, times)
+            gate = ir_gate(metrics, max_drop)
+        stage("serializing the quantized models in memory")
+        files = _files(parent, models)
+    finally:
+        size_before = _bytes(parent)
+        parent.wipe()
+    from ovbatch.registry.sources import precision_of_xml
+
+    report = {
+        "job_id": job.job_id,
+        "parent": {"ref": job.model, "digest": job.model_digest, "kind": job.model_kind},
+        "recipe": recipe.name,
+        "summary": recipe.summary,
+        "params": params,
+        "calibration": _set_info(job.calibration),
+        "evaluation": _set_info(job.evaluation),
+        "metrics": metrics,
+        "gate": {**gate, "max_drop": max_drop},
+        "size_bytes": {"before": size_before, "after": sum(len(v) for v in files.values())},
+        "precision": precision_of_xml([(r, bytes(v).decode()) for r, v in files.items() if r.endswith(".xml")]),
+        "seconds": {k: round(v, 2) for k, v in times.items()},
+        "versions": _versions(),
+        "device": q.device,
+    }
+    report["_files"] = files  # taken out before the report is written
+    return report
+
+
+def _set_info(ref: Any) -> dict[str, Any] | None:
+    return {"sha256": ref.sha256, "items": ref.items, "references": ref.references} if ref else None
+
+
+def _files(parent: DecryptedVersion, models: dict[str, Any]) -> dict[str, bytes | memoryview]:
+    """Every file of the parent, with each quantized model's xml and bin in place of the float one."""
+    files: dict[str, bytes | memoryview] = {role: parent.data(role) for role in parent.buffers}
+    for role, model in models.items():
+        xml, weights = memio.serialize(model)
+        files[role] = xml
+        files[role[:-4] + ".bin"] = weights
+    # the parent's buffers are wiped after this: keep copies of the files carried over unchanged
+    return {role: bytes(data) if isinstance(data, memoryview) else data for role, data in files.items()}
+
+
+def _register(job: QuantizeJob, q: Quantizer, report: dict[str, Any], files: dict[str, Any]) -> str:
+    found = _registered(q.registry, job)
+    if found is not None:
+        return f"{found['name']}@{found['version']}"
+    lineage = {
+        "job_id": job.job_id,
+        "parent": job.model,
+        "parent_digest": job.model_digest,
+        "recipe": report["recipe"],
+        "params": report["params"],
+        "calibration_sha256": (report["calibration"] or {}).get("sha256"),
+        "evaluation_sha256": (report["evaluation"] or {}).get("sha256"),
+        "metrics": report["metrics"],
+        "gate": report["gate"],
+        "size_bytes": report["size_bytes"],
+        "seconds": report["seconds"],
+        "peak_rss_mib": report["peak_rss_mib"],
+        **report["versions"],
+    }
+    parent_manifest = q.manifest
+    manifest = q.registry.import_buffers(
+        files,
+        job.target,
+        kind=parent_manifest["kind"],
+        precision=report["precision"],
+        source={"quantized_from": job.model, "recipe": report["recipe"]},
+        extra={"lineage": lineage, **{k: parent_manifest[k] for k in ("lora",) if k in parent_manifest}},
+    )
+    return f"{manifest['name']}@{manifest['version']}"
+
+
+# --- Whisper ----------------------------------------------------------------------------------------
+
+
+def _whisper(
+    job: QuantizeJob,
+    env: JobEnv,
+    q: Quantizer,
+    parent: DecryptedVersion,
+    recipe: str,
+    params: dict[str, Any],
+    calib: datasets.Dataset | None,
+    evaluation: datasets.Dataset | None,
+    stage: Any,
+    watch: Watch,
+    times: dict[str, float],
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    from ovbatch.tasks.quantize import whisper
+
+    capture = None
+    if calib is not None:
+        enc_n = int(params.get("encoder_samples", 128))
+        dec_n = int(params.get("decoder_samples", 300)) if recipe in ("int8-full", "int4-weights") else 0
+        key = (job.calibration.sha256 if job.calibration else None, enc_n, dec_n, job.language)
+        t = time.perf_counter()
+        with q.lock:
+            capture = q.captures.get(key)
+        if capture is None:
+            done = [0]
+
+            def on_file(n: int) -> None:
+                done[0] += n
+                env.progress(n)
+                stage(f"calibrating: {done[0]}/{len(calib.items)} files transcribed by the parent")
+
+            stage(f"calibrating: 0/{len(calib.items)} files")
+            capture = whisper.capture(
+                parent, q.core, q.device, q.config, calib, env.open_input, watch, on_file, enc_n, dec_n, job.language
+            )
+            with q.lock:
+                q.captures.clear()  # one calibration set kept per parent: a sweep reuses it
+                q.captures[key] = capture
+        else:
+            env.progress(len(calib.items))
+        times["calibrate"] = time.perf_counter() - t
+    stage(f"quantizing ({recipe}: NNCF)")
+    t = time.perf_counter()
+    models = whisper.quantize(parent, q.core, recipe, params, capture)
+    times["quantize"] = time.perf_counter() - t
+    evalset = evaluation or calib
+    if evalset is None:
+        raise InputError("a Whisper gate needs audio: give --eval (or --calibration, used for both)")
+    t = time.perf_counter()
+    pkey = (
+        job.evaluation.sha256 if job.evaluation else job.calibration.sha256 if job.calibration else None,
+        job.language,
+    )
+    with q.lock:
+        parent_scored = q.parent_scores.get(pkey)
+    counted = [0]
+
+    def on_eval(n: int) -> None:
+        counted[0] += n
+        env.progress(n)
+        stage(f"evaluating: {counted[0]}/{2 * len(evalset.items)} transcriptions")
+
+    if parent_scored is None:
+        base = {r: parent.read_model(q.core, r) for r in (whisper.ENCODER, whisper.DECODER, whisper.DETOKENIZER)}
+        engine = whisper.engine_for(parent, whisper.compile_all(q.core, base, q.device, q.config))
+        parent_scored = whisper.score(engine, evalset, env.open_input, watch, on_eval, job.language)
+        del engine
+        with q.lock:
+            q.parent_scores.clear()
+            q.parent_scores[pkey] = parent_scored
+    else:
+        on_eval(len(evalset.items))
+    quantized = {**models, whisper.DETOKENIZER: parent.read_model(q.core, whisper.DETOKENIZER)}
+    engine = whisper.engine_for(parent, whisper.compile_all(q.core, quantized, q.device, q.config))
+    child = whisper.score(engine, evalset, env.open_input, watch, on_eval, job.language)
+    del engine
+    times["evaluate"] = time.perf_counter() - t
+    metrics = whisper.gate_metrics(evalset, parent_scored, child)
+    metrics["evaluated_on"] = "evaluation" if evaluation else "calibration"
+    return models, metrics
+
+
+def whisper_gate(metrics: dict[str, Any], max_drop: float) -> dict[str, Any]:
+    over = [
+        f"{g} WER {m['before']:.2f} -> {m['after']:.2f} %"
+        for g in ("short", "long")
+        if (m := metrics.get(g)) and m["drop"] > max_drop
+    ]
+    if over:
+        what = "agreement with the parent" if metrics["mode"] == "agreement" else "WER"
+        return {"passed": False, "reason": f"gate failed on {what}: {'; '.join(over)} (max drop {max_drop:g} points)"}
+    return {"passed": True, "reason": "every group within the max drop"}
+
+
+# --- any IR -----------------------------------------------------------------------------------------
+
+
+def _ir(
+    job: QuantizeJob,
+    env: JobEnv,
+    q: Quantizer,
+    parent: DecryptedVersion,
+    recipe: str,
+    params: dict[str, Any],
+    calib: datasets.Dataset | None,
+    evaluation: datasets.Dataset | None,
+    max_drop: float,
+    stage: Any,
+    times: dict[str, float],
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    from ovbatch.tasks.quantize import ir
+
+    roles = parent.model_roles()
+    if len(roles) != 1 and (calib is not None or evaluation is not None):
+        raise InputError(
+            f"{job.model} holds {len(roles)} models; .npz calibration and evaluation sets feed one model: "
+            "give it without sets (weights-only recipes) or import each model on its own"
+        )
+    t = time.perf_counter()
+    stage("reading calibration and evaluation tensors")
+    base = {r: parent.read_model(q.core, r) for r in roles}
+    calibration = {r: ir.samples_for(m, calib, env.open_input) for r, m in base.items()} if calib else None
+    env.progress(len(calib.items) if calib else 0)
+    if evaluation is not None:
+        eval_samples = {r: ir.samples_for(m, evaluation, env.open_input) for r, m in base.items()}
+        source = "evaluation set"
+    else:
+        eval_samples = {r: ir.random_samples(m) for r, m in base.items()}
+        source = f"{ir.RANDOM_SAMPLES} seeded random inputs (no --eval)"
+    reference = {r: ir.run_all(q.core.compile_model(m, q.device, q.config), eval_samples[r]) for r, m in base.items()}
+    times["calibrate"] = time.perf_counter() - t
+    stage(f"quantizing ({recipe}: NNCF)")
+    t = time.perf_counter()
+    models = ir.quantize(parent, q.core, recipe, params, calibration, eval_samples, reference, max_drop, q.device)
+    times["quantize"] = time.perf_counter() - t
+    stage("evaluating")
+    t = time.perf_counter()
+    per_model = {}
+    for role, model in models.items():
+        outputs = ir.run_all(q.core.compile_model(model, q.device, q.config), eval_samples[role])
+        per_model[role] = ir.agreement(reference[role], outputs)
+    times["evaluate"] = time.perf_counter() - t
+    after = min(per_model.values())
+    metrics = {
+        "metric": "output_agreement_points",
+        "evaluated_on": source,
+        "samples": len(next(iter(eval_samples.values()))),
+        "before": 100.0,
+        "after": after,
+        "drop": round(100.0 - after, 4),
+        "per_model": per_model,
+    }
+    return models, metrics
+
+
+def ir_gate(metrics: dict[str, Any], max_drop: float) -> dict[str, Any]:
+    if metrics["drop"] > max_drop:
+        return {
+            "passed": False,
+            "reason": f"gate failed: output agreement {metrics['after']:.2f} % (drop {metrics['drop']:.2f} points > "
+            f"max drop {max_drop:g})",
+        }
+    return {"passed": True, "reason": "output agreement within the max drop"}

@@ -1,0 +1,150 @@
+"""The named recipes, per model family, with their options and gate defaults.
+
+A recipe's options are typed by their defaults: a plan or ``--param k=v`` may set only options the
+recipe has, with values of the same type. ``max_drop`` is the largest accepted loss in the gate's
+metric (WER points for Whisper, output-agreement points for any IR).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ovbatch.errors import BadInputError
+
+# diffusion pipelines (lcm, stable-diffusion) have no recipe yet: see the README's "missing" list
+FAMILIES = {"whisper": "whisper", "generic": "ir"}
+DATASETS = {"whisper": "audio", "ir": "tensors"}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    family: str
+    name: str
+    summary: str
+    defaults: dict[str, bool | int | float | str] = field(default_factory=dict)
+    calibration: str = "none"  # none, optional, required
+    max_drop: float = 0.5
+    precision: str = "int8"  # what the new version's manifest says (weights of the largest share)
+
+
+RECIPES: dict[tuple[str, str], Recipe] = {
+    (r.family, r.name): r
+    for r in (
+        Recipe(
+            "whisper",
+            "int8-hybrid",
+            "encoder INT8 PTQ (SmoothQuant on MatMuls) + decoder INT8 weights",
+            {"smooth_quant_alpha": 0.5, "encoder_samples": 128},
+            calibration="required",
+        ),
+        Recipe("whisper", "int8-weights", "INT8 weights (encoder and decoder), activations in float"),
+        Recipe(
+            "whisper",
+            "int4-weights",
+            "decoder INT4 weights (group-wise; AWQ / scale estimation with calibration audio), encoder INT8 weights",
+            {"ratio": 1.0, "group_size": 64, "symmetric": False, "awq": False, "scale_estimation": False},
+            calibration="optional",
+            precision="int4",
+        ),
+        Recipe(
+            "whisper",
+            "int8-full",
+            "INT8 PTQ of encoder and decoder (the seed post's recipe; breaks long-form decoding)",
+            {"smooth_quant_alpha": 0.5, "encoder_samples": 128, "decoder_samples": 300},
+            calibration="required",
+        ),
+        Recipe(
+            "ir",
+            "int8",
+            "INT8 PTQ from .npz calibration tensors",
+            {"preset": "performance", "model_type": "none", "fast_bias_correction": True},
+            calibration="required",
+            max_drop=2.0,
+        ),
+        Recipe("ir", "int8-weights", "INT8 weights, activations in float", max_drop=2.0),
+        Recipe(
+            "ir",
+            "int4-weights",
+            "INT4 weights (group-wise)",
+            {"ratio": 1.0, "group_size": 64, "symmetric": False},
+            max_drop=2.0,
+            precision="int4",
+        ),
+        Recipe(
+            "ir",
+            "int8-accuracy",
+            "INT8 PTQ with accuracy control: layers go back to float until the agreement drop fits max_drop",
+            {"preset": "performance", "model_type": "none", "max_layers": 50},
+            calibration="required",
+            max_drop=2.0,
+        ),
+    )
+}
+# the gate's metric per family: how ``max_drop`` is read
+METRICS = {
+    "whisper": "WER points (short clips and long files each)",
+    "ir": "output agreement points: 100 x (1 - mean relative L2 error of the outputs against the parent's)",
+}
+
+
+def family_of(model_kind: str) -> str:
+    if model_kind not in FAMILIES:
+        raise BadInputError(f"models of kind {model_kind!r} cannot be quantized (kinds: {', '.join(FAMILIES)})")
+    return FAMILIES[model_kind]
+
+
+def get(model_kind: str, name: str) -> Recipe:
+    family = family_of(model_kind)
+    recipe = RECIPES.get((family, name))
+    if recipe is None:
+        names = ", ".join(n for f, n in RECIPES if f == family)
+        raise BadInputError(f"no recipe {name!r} for {model_kind} models; recipes: {names}")
+    return recipe
+
+
+def params_for(recipe: Recipe, given: dict[str, Any]) -> dict[str, bool | int | float | str]:
+    """The recipe's defaults overridden by ``given``, each checked against its default's type."""
+    params = dict(recipe.defaults)
+    for key, value in given.items():
+        if key not in recipe.defaults:
+            known = ", ".join(sorted(recipe.defaults)) or "none"
+            raise BadInputError(f"recipe {recipe.name}: no option {key!r} (options: {known})")
+        default = recipe.defaults[key]
+        params[key] = _coerce(recipe.name, key, value, default)
+    return params
+
+
+def _coerce(recipe: str, key: str, value: Any, default: bool | int | float | str) -> bool | int | float | str:
+    problem = f"recipe {recipe}: option {key}={value!r} must be a {type(default).__name__}"
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        raise BadInputError(problem)
+    if isinstance(default, int):
+        try:
+            number = int(value) if not isinstance(value, bool) else None
+        except (TypeError, ValueError):
+            number = None
+        if number is None or str(value).strip() != str(number) and not isinstance(value, int):
+            raise BadInputError(problem)
+        if number <= 0:
+            raise BadInputError(f"recipe {recipe}: option {key} must be positive, not {number}")
+        return number
+    if isinstance(default, float):
+        try:
+            number_f = float(value) if not isinstance(value, bool) else None
+        except (TypeError, ValueError):
+            number_f = None
+        if number_f is None or number_f != number_f or number_f < 0:
+            raise BadInputError(problem)
+        return number_f
+    return str(value)
+
+
+def slug(recipe: Recipe, params: dict[str, Any]) -> str:
+    """``int4-weights`` or ``int4-weights-group_size128-ratio0.8``: the options set away from the defaults."""
+    changed = sorted((k, v) for k, v in params.items() if recipe.defaults.get(k) != v)
+    return recipe.name + "".join(f"-{k}{v}" for k, v in changed)

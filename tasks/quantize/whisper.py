@@ -1,0 +1,256 @@
+"""Whisper recipes: calibration inputs captured from real transcription, NNCF on the in-memory
+encoder and decoder, and the WER gate on short clips and long files.
+
+Recipes (measured on Whisper base on these machines: see benchmarks/RESULTS.md):
+
+* ``int8-hybrid`` (default): encoder ``nncf.quantize`` (transformer model type, SmoothQuant alpha
+  ``smooth_quant_alpha`` for MatMuls) on encoder inputs captured from the calibration audio; decoder
+  weight-only INT8 (``INT8_ASYM``). The decoder's activations stay in float: quantizing them breaks
+  long-form decoding (repetition loops).
+* ``int8-weights``: weight-only INT8 for both, no calibration needed.
+* ``int4-weights``: decoder weights INT4 (``ratio`` of the layers, ``group_size``; data-aware AWQ /
+  scale estimation with ``awq``/``scale_estimation`` and a calibration set), encoder weights INT8.
+* ``int8-full``: the seed post's full PTQ of encoder and decoder (decoder activations too). The
+  gate is expected to reject it on long audio; it is here so that the gate is seen to work.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ovbatch.jobs import Watch
+from ovbatch.registry.loader import DecryptedVersion
+from ovbatch.tasks.quantize.datasets import Dataset, Item
+from ovbatch.tasks.transcribe.engine import DECODER, DETOKENIZER, ENCODER
+
+LONG_S = 30.0  # a file longer than one window is "long": decoded with seeking, where PTQ fails
+GROUP_FILES = 8  # evaluation files transcribed at once (the engine batches their windows)
+
+
+@dataclass
+class Capture:
+    """Model inputs recorded while the parent transcribed the calibration audio."""
+
+    encoder: list[dict[Any, np.ndarray]] = field(default_factory=list)
+    decoder: list[dict[str, np.ndarray]] = field(default_factory=list)
+    audio_s: float = 0.0
+
+
+class _Recorder:
+    """An infer request that keeps a copy of the inputs of its first ``limit`` calls."""
+
+    def __init__(self, request: Any, limit: int, split: bool = False) -> None:
+        self._request, self.limit, self.split = request, limit, split
+        self.samples: list[dict[Any, np.ndarray]] = []
+
+    def infer(self, inputs: dict[Any, Any]) -> Any:
+        if len(self.samples) < self.limit:
+            if self.split:  # a batch of windows: one sample per window
+                ((key, value),) = inputs.items()
+                for row in np.asarray(value)[: self.limit - len(self.samples)]:
+                    self.samples.append({key: row[None].copy()})
+            else:
+                self.samples.append({k: np.array(v, copy=True) for k, v in inputs.items()})
+        return self._request.infer(inputs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._request, name)
+
+
+def compile_all(core: Any, models: dict[str, Any], device: str, config: dict[str, Any]) -> dict[str, Any]:
+    return {role: core.compile_model(model, device, config) for role, model in models.items()}
+
+
+def engine_for(version: DecryptedVersion, compiled: dict[str, Any]) -> Any:
+    from ovbatch.tasks.transcribe.engine import WhisperEngine
+
+    return WhisperEngine.from_loaded(version, compiled)
+
+
+def _streams(
+    items: list[Item], open_input: Callable[[str], Any], watch: Watch, durations: dict[str, float]
+) -> list[Iterator[np.ndarray]]:
+    from ovbatch.tasks.transcribe import audio
+
+    def blocks(item: Item) -> Iterator[np.ndarray]:
+        assert item.url is not None
+        with open_input(item.url) as raw:
+            import io
+
+            stream = io.BytesIO(raw.read())  # calibration/eval files are read whole (seekable for decoders)
+        total = 0
+        for block in audio.iter_blocks(stream, item.name):
+            watch.check("the set was being transcribed")
+            total += len(block)
+            yield block
+        durations[item.name] = total / 16000
+
+    return [blocks(i) for i in items]
+
+
+def transcribe_set(
+    engine: Any,
+    dataset: Dataset,
+    open_input: Callable[[str], Any],
+    watch: Watch,
+    on_file: Callable[[int], None] = lambda _n: None,
+    language: str | None = None,
+) -> tuple[list[str], dict[str, float]]:
+    """Transcripts of every file of the set (in order) and their durations; a bad file raises
+    ``InputError`` naming it."""
+    from ovbatch.tasks.transcribe.types import TranscribeOptions
+
+    texts: list[str] = []
+    durations: dict[str, float] = {}
+    for start in range(0, len(dataset.items), GROUP_FILES):
+        group = dataset.items[start : start + GROUP_FILES]
+        transcripts = engine.transcribe_streams(
+            _streams(group, open_input, watch, durations), TranscribeOptions(language=language)
+        )
+        texts += [t.text for t in transcripts]
+        on_file(len(group))
+    return texts, durations
+
+
+def capture(
+    version: DecryptedVersion,
+    core: Any,
+    device: str,
+    config: dict[str, Any],
+    dataset: Dataset,
+    open_input: Callable[[str], Any],
+    watch: Watch,
+    on_file: Callable[[int], None],
+    encoder_samples: int,
+    decoder_samples: int,
+    language: str | None = None,
+) -> Capture:
+    models = {r: version.read_model(core, r) for r in (ENCODER, DECODER, DETOKENIZER)}
+    engine = engine_for(version, compile_all(core, models, device, config))
+    enc = _Recorder(engine._encoder, encoder_samples, split=True)
+    dec = _Recorder(engine.decoder._request, decoder_samples)
+    engine._encoder, engine.decoder._request = enc, dec
+    _texts, durations = transcribe_set(engine, dataset, open_input, watch, on_file, language)
+    return Capture(enc.samples, dec.samples, sum(durations.values()))
+
+
+def quantize(
+    version: DecryptedVersion, core: Any, recipe: str, params: dict[str, Any], calib: Capture | None
+) -> dict[str, Any]:
+    """The recipe's quantized encoder and decoder as in-memory ``ov.Model``s."""
+    import nncf
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, AdvancedSmoothQuantParameters
+
+    encoder, decoder = version.read_model(core, ENCODER), version.read_model(core, DECODER)
+    int8 = nncf.CompressWeightsMode.INT8_ASYM
+
+    def ptq(model: Any, samples: list[Any], alpha: float) -> Any:
+        advanced = AdvancedQuantizationParameters(smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=alpha))
+        return nncf.quantize(
+            model,
+            nncf.Dataset(samples),
+            model_type=nncf.ModelType.TRANSFORMER,
+            subset_size=len(samples),
+            advanced_parameters=advanced,
+        )
+
+    if recipe == "int8-weights":
+        return {ENCODER: nncf.compress_weights(encoder, mode=int8), DECODER: nncf.compress_weights(decoder, mode=int8)}
+    if recipe == "int4-weights":
+        data_aware = bool(params["awq"] or params["scale_estimation"])
+        dataset = nncf.Dataset(calib.decoder) if data_aware and calib else None
+        mode = nncf.CompressWeightsMode.INT4_SYM if params["symmetric"] else nncf.CompressWeightsMode.INT4_ASYM
+        dec = nncf.compress_weights(
+            decoder,
+            mode=mode,
+            ratio=float(params["ratio"]),
+            group_size=int(params["group_size"]),
+            dataset=dataset,
+            awq=bool(params["awq"]) if dataset else None,
+            scale_estimation=bool(params["scale_estimation"]) if dataset else None,
+        )
+        return {ENCODER: nncf.compress_weights(encoder, mode=int8), DECODER: dec}
+    assert calib is not None and calib.encoder, "int8 PTQ recipes need calibration audio"
+    alpha = float(params["smooth_quant_alpha"])
+    q_encoder = ptq(encoder, calib.encoder, alpha)
+    if recipe == "int8-hybrid":
+        return {ENCODER: q_encoder, DECODER: nncf.compress_weights(decoder, mode=int8)}
+    if recipe == "int8-full":
+        return {ENCODER: q_encoder, DECODER: ptq(decoder, calib.decoder, alpha)}
+    raise ValueError(f"no Whisper recipe {recipe!r}")
+
+
+# --- the gate --------------------------------------------------------------------------------------
+
+
+def _normalizer() -> Callable[[str], str]:
+    from transformers.models.whisper.english_normalizer import EnglishTextNormalizer
+
+    return EnglishTextNormalizer({})
+
+
+def wer_points(references: list[str], hypotheses: list[str]) -> float:
+    """Word error rate in percent after Whisper's English normaliser; 0 for an empty set."""
+    import jiwer
+
+    norm = _normalizer()
+    pairs = [(norm(r), norm(h)) for r, h in zip(references, hypotheses, strict=True)]
+    pairs = [(r, h) for r, h in pairs if r.strip()]
+    if not pairs:
+        return 0.0
+    out = jiwer.process_words([r for r, _ in pairs], [h if h.strip() else "<empty>" for _, h in pairs])
+    errors = out.substitutions + out.deletions + out.insertions
+    words = sum(len(r.split()) for r, _ in pairs)
+    return round(100.0 * errors / max(words, 1), 3)
+
+
+@dataclass
+class Scored:
+    texts: list[str]
+    durations: dict[str, float]
+    seconds: float
+
+
+def score(
+    engine: Any,
+    dataset: Dataset,
+    open_input: Callable[[str], Any],
+    watch: Watch,
+    on_file: Callable[[int], None],
+    language: str | None = None,
+) -> Scored:
+    t0 = time.perf_counter()
+    texts, durations = transcribe_set(engine, dataset, open_input, watch, on_file, language)
+    return Scored(texts, durations, time.perf_counter() - t0)
+
+
+def gate_metrics(dataset: Dataset, parent: Scored, child: Scored) -> dict[str, Any]:
+    """WER before and after on the short and the long files (references), or the quantized model's
+    WER against the parent's transcripts (no references: before is 0 by definition)."""
+    groups: dict[str, list[int]] = {"short": [], "long": []}
+    for i, item in enumerate(dataset.items):
+        groups["long" if parent.durations.get(item.name, 0.0) > LONG_S else "short"].append(i)
+    metrics: dict[str, Any] = {"metric": "wer_points", "mode": "references" if dataset.references else "agreement"}
+    for group, rows in groups.items():
+        if not rows:
+            continue
+        if dataset.references:
+            refs = [dataset.items[i].text or "" for i in rows]
+            before = wer_points(refs, [parent.texts[i] for i in rows])
+        else:
+            refs, before = [parent.texts[i] for i in rows], 0.0
+        after = wer_points(refs, [child.texts[i] for i in rows])
+        metrics[group] = {
+            "files": len(rows),
+            "audio_s": round(sum(parent.durations.get(dataset.items[i].name, 0.0) for i in rows), 1),
+            "before": before,
+            "after": after,
+            "drop": round(after - before, 3),
+        }
+    metrics["speed"] = {"parent_s": round(parent.seconds, 2), "quantized_s": round(child.seconds, 2)}
+    return metrics
