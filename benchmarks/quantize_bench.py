@@ -64,7 +64,7 @@ def prepare(home: Path) -> dict[str, str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--home", type=Path, default=Path(".cache/bench-quantize"))
+    parser.add_argument("--home", type=Path, default=Path(".cache/bench-quantize").resolve())
     args = parser.parse_args()
     env = {**os.environ, **prepare(args.home), "OVBATCH_BROKER_URL": "redis://127.0.0.1:1/0"}
     out = args.home / f"reports-{int(time.time())}"
