@@ -142,27 +142,33 @@ class Registry:
         if version is not None:
             version = refs.check_version(version)
         self.keyring.active_key()
-        version = self._reserve(name, version)
         views = {role: memoryview(data).cast("B") for role, data in files.items()}
         entries = [(role, lambda v=v: _MemoryReader(v), len(v)) for role, v in sorted(views.items())]
-        try:
-            manifest = self._encrypt_entries(entries, name, version, kind, precision, source, extra or {})
-        except BaseException:
-            self._delete_prefix(refs.version_prefix(name, version))
-            raise
-        self.store.delete(refs.reservation_key(name, version))
-        return manifest
+        return self._import_entries(entries, name, version, kind, precision, source, extra or {})
 
     def _import_prepared(self, prepared: sources.PreparedModel, name: str, version: str | None) -> dict[str, Any]:
-        version = self._reserve(name, version)
         entries = [
             (p.relative_to(prepared.folder).as_posix(), partial(open, p, "rb"), p.stat().st_size)
             for p in _model_files(prepared.folder)
         ]
+        return self._import_entries(
+            entries, name, version, prepared.kind, prepared.precision, prepared.source, prepared.extra
+        )
+
+    def _import_entries(
+        self,
+        entries: Sequence[tuple[str, Callable[[], Any], int]],
+        name: str,
+        version: str | None,
+        kind: str,
+        precision: str,
+        source: dict[str, str],
+        extra: dict[str, Any],
+    ) -> dict[str, Any]:
+        """Reserve the version, encrypt every file, write the manifest last; undo on any failure."""
+        version = self._reserve(name, version)
         try:
-            manifest = self._encrypt_entries(
-                entries, name, version, prepared.kind, prepared.precision, prepared.source, prepared.extra
-            )
+            manifest = self._encrypt_entries(entries, name, version, kind, precision, source, extra)
         except BaseException:
             self._delete_prefix(refs.version_prefix(name, version))
             raise

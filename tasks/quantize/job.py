@@ -37,10 +37,30 @@ class Quantizer:
     core: Any
     device: str
     config: dict[str, Any]
-    grow: Any = None
     captures: dict[tuple[Any, ...], Any] = field(default_factory=dict)
     parent_scores: dict[tuple[Any, ...], Any] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+@dataclass
+class Step:
+    """One running quantization: what the recipe family's function needs."""
+
+    job: QuantizeJob
+    env: JobEnv
+    q: Quantizer
+    parent: DecryptedVersion
+    recipe: str
+    params: dict[str, Any]
+    calib: datasets.Dataset | None
+    evaluation: datasets.Dataset | None
+    max_drop: float
+    watch: Watch
+    times: dict[str, float] = field(default_factory=dict)
+
+    def stage(self, text: str) -> None:
+        self.watch.check(text)
+        self.env.stage(f"{self.job.display}: {text}")
 
 
 class PeakRss:
@@ -151,25 +171,31 @@ def _quantize(job: QuantizeJob, env: JobEnv, q: Quantizer, watch: Watch) -> dict
     params = recipes.params_for(recipe, job.params)
     max_drop = recipe.max_drop if job.max_drop is None else job.max_drop
     times: dict[str, float] = {}
-
-    def stage(text: str) -> None:
-        watch.check(text)
-        env.stage(f"{job.display}: {text}")
-
-    stage("decrypting the parent in memory")
+    env.stage(f"{job.display}: decrypting the parent in memory")
     t = time.perf_counter()
     parent = decrypt_version(q.registry, ModelRef.parse(job.model))
     times["decrypt"] = time.perf_counter() - t
     try:
-        calib = datasets.load(env.open_input, job.calibration) if job.calibration else None
-        evaluation = datasets.load(env.open_input, job.evaluation) if job.evaluation else None
+        step = Step(
+            job,
+            env,
+            q,
+            parent,
+            recipe.name,
+            params,
+            datasets.load(env.open_input, job.calibration) if job.calibration else None,
+            datasets.load(env.open_input, job.evaluation) if job.evaluation else None,
+            max_drop,
+            watch,
+            times,
+        )
         if recipe.family == "whisper":
-            models, metrics = _whisper(job, env, q, parent, recipe.name, params, calib, evaluation, stage, watch, times)
+            models, metrics = _whisper(step)
             gate = whisper_gate(metrics, max_drop)
         else:
-            models, metrics = _ir(job, env, q, parent, recipe.name, params, calib, evaluation, max_drop, stage, times)
+            models, metrics = _ir(step)
             gate = ir_gate(metrics, max_drop)
-        stage("serializing the quantized models in memory")
+        step.stage("serializing the quantized models in memory")
         files = _files(parent, models)
     finally:
         size_before = _bytes(parent)
@@ -245,20 +271,11 @@ def _register(job: QuantizeJob, q: Quantizer, report: dict[str, Any], files: dic
 # --- Whisper ----------------------------------------------------------------------------------------
 
 
-def _whisper(
-    job: QuantizeJob,
-    env: JobEnv,
-    q: Quantizer,
-    parent: DecryptedVersion,
-    recipe: str,
-    params: dict[str, Any],
-    calib: datasets.Dataset | None,
-    evaluation: datasets.Dataset | None,
-    stage: Any,
-    watch: Watch,
-    times: dict[str, float],
-) -> tuple[dict[str, Any], dict[str, Any]]:
+def _whisper(step: Step) -> tuple[dict[str, Any], dict[str, Any]]:
     from ovbatch.tasks.quantize import whisper
+
+    job, env, q, parent, recipe, params = step.job, step.env, step.q, step.parent, step.recipe, step.params
+    calib, evaluation, stage, watch, times = step.calib, step.evaluation, step.stage, step.watch, step.times
 
     capture = None
     if calib is not None:
@@ -342,20 +359,11 @@ def whisper_gate(metrics: dict[str, Any], max_drop: float) -> dict[str, Any]:
 # --- any IR -----------------------------------------------------------------------------------------
 
 
-def _ir(
-    job: QuantizeJob,
-    env: JobEnv,
-    q: Quantizer,
-    parent: DecryptedVersion,
-    recipe: str,
-    params: dict[str, Any],
-    calib: datasets.Dataset | None,
-    evaluation: datasets.Dataset | None,
-    max_drop: float,
-    stage: Any,
-    times: dict[str, float],
-) -> tuple[dict[str, Any], dict[str, Any]]:
+def _ir(step: Step) -> tuple[dict[str, Any], dict[str, Any]]:
     from ovbatch.tasks.quantize import ir
+
+    job, env, q, parent, recipe, params = step.job, step.env, step.q, step.parent, step.recipe, step.params
+    calib, evaluation, max_drop, stage, times = step.calib, step.evaluation, step.max_drop, step.stage, step.times
 
     roles = parent.model_roles()
     if len(roles) != 1 and (calib is not None or evaluation is not None):

@@ -18,7 +18,6 @@ def load_quantizer(load: EngineLoad) -> Loaded:
     """Nothing is decrypted here (each job decrypts its parent and wipes it); the cached object keeps
     what a sweep over one recipe's options reuses: captured calibration inputs, the parent's scores."""
     quantizer = job.Quantizer(load.registry, load.ref, load.manifest, load.core, load.device, dict(load.config))
-    quantizer.grow = load.grow
 
     def release() -> None:
         quantizer.captures.clear()

@@ -47,11 +47,3 @@ def serialize(model: Any) -> tuple[bytes, bytes]:
     finally:
         os.close(xml_fd)
         os.close(bin_fd)
-
-
-def read(core: Any, xml: bytes, weights: bytes) -> Any:
-    """The model back from ``serialize``'s bytes (the weights are wrapped, not copied)."""
-    import numpy as np
-    import openvino as ov
-
-    return core.read_model(xml.decode(), ov.Tensor(np.frombuffer(weights, dtype=np.uint8)))

@@ -81,11 +81,6 @@ RECIPES: dict[tuple[str, str], Recipe] = {
         ),
     )
 }
-# the gate's metric per family: how ``max_drop`` is read
-METRICS = {
-    "whisper": "WER points (short clips and long files each)",
-    "ir": "output agreement points: 100 x (1 - mean relative L2 error of the outputs against the parent's)",
-}
 
 
 def family_of(model_kind: str) -> str:
@@ -124,15 +119,12 @@ def _coerce(recipe: str, key: str, value: Any, default: bool | int | float | str
             return value.lower() in ("true", "1", "yes")
         raise BadInputError(problem)
     if isinstance(default, int):
-        try:
-            number = int(value) if not isinstance(value, bool) else None
-        except (TypeError, ValueError):
-            number = None
-        if number is None or str(value).strip() != str(number) and not isinstance(value, int):
+        text = str(value).strip()
+        if isinstance(value, float) or not text.lstrip("-").isdigit():
             raise BadInputError(problem)
-        if number <= 0:
-            raise BadInputError(f"recipe {recipe}: option {key} must be positive, not {number}")
-        return number
+        if int(text) <= 0:
+            raise BadInputError(f"recipe {recipe}: option {key} must be positive, not {text}")
+        return int(text)
     if isinstance(default, float):
         try:
             number_f = float(value) if not isinstance(value, bool) else None

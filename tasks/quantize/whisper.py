@@ -76,19 +76,17 @@ def _streams(
     items: list[Item], open_input: Callable[[str], Any], watch: Watch, durations: dict[str, float]
 ) -> list[Iterator[np.ndarray]]:
     from ovbatch.tasks.transcribe import audio
+    from ovbatch.tasks.transcribe.job import seekable
 
     def blocks(item: Item) -> Iterator[np.ndarray]:
         assert item.url is not None
-        with open_input(item.url) as raw:
-            import io
-
-            stream = io.BytesIO(raw.read())  # calibration/eval files are read whole (seekable for decoders)
         total = 0
-        for block in audio.iter_blocks(stream, item.name):
-            watch.check("the set was being transcribed")
-            total += len(block)
-            yield block
-        durations[item.name] = total / 16000
+        with open_input(item.url) as raw, seekable(raw) as stream:
+            for block in audio.iter_blocks(stream, item.name):
+                watch.check("the set was being transcribed")
+                total += len(block)
+                yield block
+        durations[item.name] = total / audio.SAMPLE_RATE
 
     return [blocks(i) for i in items]
 
