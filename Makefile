@@ -31,8 +31,11 @@ redis:
 		$(BIN)/python -c "import redis; redis.Redis(host='127.0.0.1', port=6379).ping()" 2>/dev/null && exit 0; sleep 1; \
 	done; echo "Redis is not answering on 127.0.0.1:6379" >&2; exit 1
 
-demo: $(STAMP)
-	$(BIN)/ovbatch demo
+# the demo also makes the INT8 version (int8-hybrid) on espeak-ng speech and transcribes with it
+DEMO_SPEECH := .cache/demo-speech
+demo: $(STAMP) system-deps
+	$(BIN)/python -m benchmarks.speech --demo-sets $(DEMO_SPEECH)
+	$(BIN)/ovbatch demo --calibration $(DEMO_SPEECH)/calibration --eval $(DEMO_SPEECH)/evaluation
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -58,6 +61,10 @@ bench: $(STAMP) system-deps redis
 	$(BIN)/python -m benchmarks.worker_rss
 	$(BIN)/python -m benchmarks.wer_noise
 	$(BIN)/python -m benchmarks.imagegen_bench
+	$(BIN)/python -m benchmarks.precision_bench
+	$(BIN)/python -m benchmarks.quantize_bench --home $(CURDIR)/.cache/bench-quantize
+	$(BIN)/python -m benchmarks.quantize_diffusion_bench --tiny
+	$(BIN)/python -m benchmarks.transcribe_bench --int8 --skip-torch --rss-jobs 0
 
 clean:
 	rm -rf build dist .cache/typecheck *.egg-info

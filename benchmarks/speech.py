@@ -1,7 +1,9 @@
 """The English test speech for accuracy tests and benchmarks: espeak-ng sentences, several voices
 and speeds, picked for variety (numbers, names, homophones, long and short), not for ease.
 
-    python -m benchmarks.speech DIR     # writes the clips and a references.json
+    python -m benchmarks.speech DIR                  # the 36 clips and a references.json
+    python -m benchmarks.speech --accuracy DIR       # the 240-clip accuracy set
+    python -m benchmarks.speech --demo-sets DIR      # calibration/ and evaluation/ for `ovbatch demo`
 """
 
 from __future__ import annotations
@@ -53,6 +55,109 @@ SENTENCES = [
     "The museum will be closed for renovation until next spring.",
 ]
 VOICES = [("en-us", 150), ("en-gb", 140), ("en+m3", 165), ("en-us+f3", 130), ("en-gb-x-rp", 175), ("en+m7", 155)]
+# The accuracy set (``make_accuracy_set``): the sentences above and these, each spoken by two of
+# ACCURACY_VOICES at other speeds, so that a 0.5-point WER difference between two engines stands out of
+# the paired bootstrap's noise (the 36 clips above could not tell bf16 from f32 apart).
+MORE_SENTENCES = [
+    "The invoice number is four seven two nine, dated the third of November.",
+    "Professor Nakamura published her findings in a respected journal.",
+    "Add three tablespoons of olive oil and stir for two minutes.",
+    "The bridge was closed after the storm damaged its northern support.",
+    "Our team meets every Monday at a quarter past ten.",
+    "Kindly return the signed contract before the end of the week.",
+    "The library lends books, films and even musical instruments.",
+    "A thin layer of frost covered the windows this morning.",
+    "The patient was given two hundred milligrams of ibuprofen.",
+    "Elephants can communicate over long distances using low sounds.",
+    "The stock price fell by eight percent after the announcement.",
+    "Could you spell your last name for me, please?",
+    "The conference will be held in Lisbon in early October.",
+    "Wash your hands thoroughly before preparing any food.",
+    "The old lighthouse still guides ships along the rocky coast.",
+    "Sixty two people attended the workshop on renewable energy.",
+    "The printer on the third floor is out of paper again.",
+    "My brother moved to Melbourne nine years ago.",
+    "The jury reached a verdict after three days of deliberation.",
+    "Keep the receipt in case you need to return the jacket.",
+    "The satellite completes one orbit every ninety minutes.",
+    "Fresh bread and warm soup were served to the tired hikers.",
+    "The software update fixes a security flaw in the login page.",
+    "Mount Everest is eight thousand eight hundred and forty nine meters high.",
+    "The children built a sandcastle with towers and a moat.",
+    "Please hold the line while I transfer your call.",
+    "The river flooded the valley twice in the last decade.",
+    "Her grandfather repaired clocks in a small shop downtown.",
+    "We need a larger table for the dinner party on Saturday.",
+    "The volcano erupted without warning in the early hours.",
+    "Turn off the lights when you leave the conference room.",
+    "The novel was translated into more than forty languages.",
+    "The bus to the airport departs every twenty minutes.",
+    "A gentle breeze carried the scent of pine through the valley.",
+    "The company hired fifteen engineers in the first quarter.",
+    "My appointment with the dentist is on Thursday afternoon.",
+    "The cat jumped onto the shelf and knocked over a vase.",
+    "Scientists measured the temperature of the ocean at various depths.",
+    "The final score was three to one in favour of the visitors.",
+    "Remember to water the tomatoes while I am away.",
+    "The ambassador arrived in Nairobi for talks on trade.",
+    "An umbrella is useless in such strong wind.",
+    "The factory produces twelve thousand bottles every hour.",
+    "They walked along the beach until the sun went down.",
+    "The map shows every hiking trail in the national park.",
+    "Our neighbours adopted a puppy from the local shelter.",
+    "The pilot announced that we would land in fifteen minutes.",
+    "Heat the oven to one hundred and eighty degrees.",
+    "The violinist practised the same passage for hours.",
+    "Every citizen has the right to a fair trial.",
+    "The hotel offers free breakfast and a view of the harbour.",
+    "Please write your answers clearly in black ink.",
+    "The glacier has retreated nearly a kilometre since nineteen eighty.",
+    "The baker starts work at four o'clock every morning.",
+    "A sudden noise woke the baby from her nap.",
+    "The marathon route passes through five different neighbourhoods.",
+    "The bank will be closed on Monday for the public holiday.",
+    "He paid thirty dollars for a ticket to the concert.",
+    "The garden is full of roses, tulips and daffodils.",
+    "Replace the battery if the alarm starts beeping.",
+    "The ship carried grain, coffee and cotton across the Atlantic.",
+    "Nobody expected the quiet student to win the debate.",
+    "The engineers tested the bridge with heavy trucks.",
+    "Our flight was cancelled, so we took the overnight train.",
+    "The recipe was handed down from my great grandmother.",
+    "The detective noticed a small scratch on the door handle.",
+    "Fold the paper in half and then cut along the line.",
+    "The population of the town doubled in twenty years.",
+    "She answered every question calmly and with confidence.",
+    "Bring a warm coat, because the nights are freezing.",
+    "The committee will publish its report next Wednesday.",
+    "A flock of geese flew south over the empty fields.",
+    "The laptop battery lasts about seven hours.",
+    "The farmer sold apples, pears and plums at the market.",
+    "Two trains collided near the station, but nobody was hurt.",
+    "The teacher asked us to read chapter eleven by Friday.",
+    "Lightning struck the old oak tree during the night.",
+    "The documentary explores the history of the silk road.",
+    "Please switch your phone to silent mode during the performance.",
+    "The council plans to plant a thousand trees along the river.",
+    "My sister works as a nurse at the children's hospital.",
+    "The thief escaped through an open window on the ground floor.",
+    "The price includes tax, delivery and installation.",
+    "After the rain, a double rainbow appeared over the hills.",
+]
+# voice, speed: none of these pairs is in VOICES (the clips above); each sentence gets two of them
+ACCURACY_VOICES = [
+    ("en-us", 175),
+    ("en-gb-scotland", 150),
+    ("en-us-nyc", 160),
+    ("en-029", 145),
+    ("en-gb-x-gbclan", 165),
+    ("en+f2", 140),
+    ("en-us+m2", 185),
+    ("en-gb-x-gbcwmd", 155),
+    ("en-gb+f4", 170),
+    ("en-us+m4", 135),
+    ("en-gb-x-rp+f1", 160),
+]
 
 
 def make_clips(folder: Path) -> dict[str, str]:
@@ -73,6 +178,31 @@ def make_clips(folder: Path) -> dict[str, str]:
             subprocess.run(["sox", "-D", str(raw), "-r", "16000", "-c", "1", str(folder / name)], check=True)
     (folder / "references.json").write_text(json.dumps(refs, indent=2))
     return refs
+
+
+def make_accuracy_set(folder: Path) -> dict[str, str]:
+    """The accuracy set: SENTENCES + MORE_SENTENCES, each in two voices at two speeds (240 clips,
+    about 16 minutes, 2,700 words); {file name: text}, and a references.json."""
+    folder.mkdir(parents=True, exist_ok=True)
+    refs = {}
+    sentences = SENTENCES + MORE_SENTENCES
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, text in enumerate(sentences):
+            for k in (0, 1):
+                voice, speed = ACCURACY_VOICES[(2 * i + k) % len(ACCURACY_VOICES)]
+                name = f"a{i:03d}{'ab'[k]}-{voice.replace('+', '_')}-{speed}.wav"
+                refs[name] = text
+                if not (folder / name).is_file():
+                    _speak(text, voice, speed, folder / name, Path(tmp))
+    (folder / "references.json").write_text(json.dumps(refs, indent=2))
+    return refs
+
+
+def _speak(text: str, voice: str, speed: int, out: Path, tmp: Path) -> None:
+    raw = tmp / "raw.wav"
+    subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-w", str(raw), text], check=True)
+    # -D: no dither (random dither made every machine's clips differ); -G: gain guard, no clipping
+    subprocess.run(["sox", "-D", "-G", str(raw), "-r", "16000", "-c", "1", str(out)], check=True)
 
 
 def make_long_file(folder: Path, name: str, sentences: list[str], voice: str = "en-us") -> tuple[Path, str]:
@@ -155,5 +285,26 @@ def paired_wer_difference(
     }
 
 
+def make_demo_sets(folder: Path) -> tuple[Path, Path]:
+    """Calibration (120 clips: one rendition of each accuracy-set sentence) and evaluation (the other
+    rendition of every other sentence: 60 clips) folders for ``ovbatch demo``, ``.txt`` references beside."""
+    refs = make_accuracy_set(folder / "all")
+    names = sorted(refs)
+    sets = {"calibration": names[0::2], "evaluation": names[1::4]}
+    for sub, chosen in sets.items():
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+        for name in chosen:
+            target = folder / sub / name
+            if not target.exists():
+                target.hardlink_to(folder / "all" / name)
+            target.with_suffix(".txt").write_text(refs[name])
+    return folder / "calibration", folder / "evaluation"
+
+
 if __name__ == "__main__":
-    print(json.dumps(make_clips(Path(sys.argv[1])), indent=2))
+    if sys.argv[1:2] == ["--demo-sets"]:
+        print(*make_demo_sets(Path(sys.argv[2])))
+    elif sys.argv[1:2] == ["--accuracy"]:
+        print(json.dumps(make_accuracy_set(Path(sys.argv[2])), indent=2))
+    else:
+        print(json.dumps(make_clips(Path(sys.argv[1])), indent=2))

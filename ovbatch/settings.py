@@ -42,6 +42,9 @@ def _number(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
+WHISPER_PRECISIONS = ("auto", "f32", "bf16", "f16", "device")
+
+
 @dataclass(frozen=True)
 class Settings:
     """Effective configuration. Units are in the names."""
@@ -66,6 +69,10 @@ class Settings:
     max_image_side: int = 2048
     max_image_steps: int = 200
     image_pipelines: int = 1
+    # Whisper's inference precision on CPU. "auto": f32 for float versions (bf16 made 0.7 WER points
+    # more errors), the plugin's default (bf16 on CPUs with AVX-512 BF16) for quantized ones (as
+    # accurate and faster); "device": the plugin's default for all. See tasks/transcribe/precision.py
+    whisper_precision: str = "auto"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, cwd: Path | None = None) -> Settings:
@@ -93,6 +100,11 @@ class Settings:
                 "OVBATCH_JOB_TIME_LIMIT_S must be below OVBATCH_VISIBILITY_TIMEOUT_S, or Redis redelivers "
                 "running jobs to a second worker"
             )
+        whisper_precision = env.get("OVBATCH_WHISPER_PRECISION", cls.whisper_precision).strip().lower()
+        if whisper_precision not in WHISPER_PRECISIONS:
+            raise ConfigError(
+                f"OVBATCH_WHISPER_PRECISION={whisper_precision!r}: use one of {', '.join(WHISPER_PRECISIONS)}"
+            )
         scheme = urlsplit(storage_url).scheme
         if scheme not in ("file", "s3"):
             raise ConfigError(f"OVBATCH_STORAGE_URL={storage_url!r}: scheme must be file:// or s3://")
@@ -113,6 +125,7 @@ class Settings:
             max_image_side=int(numbers["max_image_side"]),
             max_image_steps=int(numbers["max_image_steps"]),
             image_pipelines=int(numbers["image_pipelines"]),
+            whisper_precision=whisper_precision,
         )
 
     def masked(self) -> dict[str, str]:
@@ -132,4 +145,5 @@ class Settings:
             "max_image_side": str(self.max_image_side),
             "max_image_steps": str(self.max_image_steps),
             "image_pipelines": str(self.image_pipelines),
+            "whisper_precision": self.whisper_precision,
         }

@@ -77,6 +77,7 @@ def quantize(
 
     \b
     Whisper: int8-hybrid (needs --calibration), int8-weights, int4-weights, int8-full
+    LCM/SD:  int8-hybrid (needs --calibration prompts), int8-weights (prompts for the image gate)
     any IR:  int8 (needs --calibration .npz), int8-weights, int4-weights, int8-accuracy
     Workers: `ovbatch worker --kinds quantize` (a queue of its own, one job at a time).
     """

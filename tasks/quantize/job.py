@@ -14,7 +14,7 @@ import json
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ovbatch.errors import InputError, JobCancelled, JobTimeLimitExceeded
 from ovbatch.jobs import JobEnv, Outcome, Watch
@@ -23,6 +23,9 @@ from ovbatch.registry.refs import ModelRef
 from ovbatch.storage import ObjectStore
 from ovbatch.tasks.quantize import datasets, memio, recipes
 from ovbatch.tasks.quantize.spec import QuantizeJob
+
+if TYPE_CHECKING:  # imported when a diffusion job runs: they load openvino_genai
+    from ovbatch.tasks.quantize.diffusion import Capture, Generation
 
 
 @dataclass
@@ -37,6 +40,8 @@ class Quantizer:
     core: Any
     device: str
     config: dict[str, Any]
+    # compile options for the quantized models, where they differ (Whisper: see transcribe/precision.py)
+    quantized_config: dict[str, Any] | None = None
     captures: dict[tuple[Any, ...], Any] = field(default_factory=dict)
     parent_scores: dict[tuple[Any, ...], Any] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -57,6 +62,7 @@ class Step:
     max_drop: float
     watch: Watch
     times: dict[str, float] = field(default_factory=dict)
+    files: dict[str, bytes | memoryview] | None = None  # serialized already (a family whose gate needs the files)
 
     def stage(self, text: str) -> None:
         self.watch.check(text)
@@ -192,11 +198,16 @@ def _quantize(job: QuantizeJob, env: JobEnv, q: Quantizer, watch: Watch) -> dict
         if recipe.family == "whisper":
             models, metrics = _whisper(step)
             gate = whisper_gate(metrics, max_drop)
+        elif recipe.family == "diffusion":
+            models, metrics = _diffusion(step)
+            gate = diffusion_gate(metrics, max_drop, float(params["min_psnr_db"]))
         else:
             models, metrics = _ir(step)
             gate = ir_gate(metrics, max_drop)
-        step.stage("serializing the quantized models in memory")
-        files = _files(parent, models)
+        if step.files is None:
+            step.stage("serializing the quantized models in memory")
+            step.files = _files(parent, models)
+        files = step.files
     finally:
         size_before = _bytes(parent)
         parent.wipe()
@@ -335,7 +346,8 @@ def _whisper(step: Step) -> tuple[dict[str, Any], dict[str, Any]]:
     else:
         on_eval(len(evalset.items))
     quantized = {**models, whisper.DETOKENIZER: parent.read_model(q.core, whisper.DETOKENIZER)}
-    engine = whisper.engine_for(parent, whisper.compile_all(q.core, quantized, q.device, q.config))
+    child_config = q.config if q.quantized_config is None else q.quantized_config
+    engine = whisper.engine_for(parent, whisper.compile_all(q.core, quantized, q.device, child_config))
     child = whisper.score(engine, evalset, env.open_input, watch, on_eval, job.language)
     del engine
     times["evaluate"] = time.perf_counter() - t
@@ -416,3 +428,109 @@ def ir_gate(metrics: dict[str, Any], max_drop: float) -> dict[str, Any]:
             f"max drop {max_drop:g})",
         }
     return {"passed": True, "reason": "output agreement within the max drop"}
+
+
+# --- diffusion (LCM, Stable Diffusion) -------------------------------------------------------------
+
+
+def _diffusion(step: Step) -> tuple[dict[str, Any], dict[str, Any]]:
+    from ovbatch.tasks.quantize import diffusion
+
+    q, parent, params, times = step.q, step.parent, step.params, step.times
+    evalset = step.evaluation or step.calib
+    if evalset is None:
+        raise InputError("a diffusion gate needs prompts: give --eval PROMPTS (or --calibration, used for both)")
+    gen = diffusion.generation_for(parent, params)
+    capture = _diffusion_capture(step, gen) if step.recipe == "int8-hybrid" else None
+    if capture is None and step.calib is not None:
+        step.env.progress(len(step.calib.items))  # weights only: the prompts serve the gate alone
+    step.stage(f"quantizing ({step.recipe}: NNCF)")
+    t = time.perf_counter()
+    models = diffusion.quantize(parent, q.core, step.recipe, params, capture)
+    times["quantize"] = time.perf_counter() - t
+    step.stage("serializing the quantized models in memory")
+    step.files = _files(parent, models)
+    t = time.perf_counter()
+    metrics = _diffusion_evaluate(step, gen, [i.text or "" for i in evalset.items])
+    times["evaluate"] = time.perf_counter() - t
+    metrics["evaluated_on"] = "evaluation" if step.evaluation else "calibration"
+    metrics["generation"] = gen.as_json()
+    if capture is not None:
+        used = min(len(capture.unet), int(params["unet_samples"]))
+        metrics["captured"] = {"unet_samples": used, "runs": capture.runs, "seconds": round(capture.seconds, 2)}
+    return models, metrics
+
+
+def _diffusion_capture(step: Step, gen: Generation) -> Capture:
+    """UNet inputs from the parent denoising the calibration prompts; a sweep over the recipe's other
+    options (or fewer ``unet_samples``) reuses them."""
+    from ovbatch.tasks.quantize import diffusion
+
+    job, env, q, calib = step.job, step.env, step.q, step.calib
+    assert calib is not None and job.calibration is not None  # the recipe requires it (checked at submission)
+    samples = int(step.params["unet_samples"])
+    key = ("diffusion", job.calibration.sha256, gen)
+    t = time.perf_counter()
+    with q.lock:
+        capture = q.captures.get(key)
+    if capture is None or not capture.enough_for(samples):
+        done = [0]
+
+        def on_prompt(n: int) -> None:
+            done[0] += n
+            env.progress(n)
+            step.stage(f"calibrating: {done[0]}/{len(calib.items)} prompts denoised by the parent")
+
+        step.stage(f"calibrating: 0/{len(calib.items)} prompts ({samples} UNet samples)")
+        prompts = [i.text or "" for i in calib.items]
+        capture = diffusion.capture(
+            step.parent, q.core, q.device, q.config, prompts, gen, samples, step.watch, on_prompt
+        )
+        env.progress(len(calib.items) - done[0])  # a capture that had its samples early skips the other prompts
+        with q.lock:
+            q.captures.clear()  # one calibration set kept per parent: a sweep reuses it
+            q.captures[key] = capture
+    else:
+        env.progress(len(calib.items))
+    step.times["calibrate"] = time.perf_counter() - t
+    return capture
+
+
+def _diffusion_evaluate(step: Step, gen: Generation, prompts: list[str]) -> dict[str, Any]:
+    """Images of the parent (kept for a sweep) and of the quantized files, same prompts and seeds."""
+    from ovbatch.tasks.imagegen.components import ROLES
+    from ovbatch.tasks.quantize import imagegate
+
+    job, env, q, parent = step.job, step.env, step.q, step.parent
+    todo = imagegate.pairs(prompts, gen, int(step.params["eval_images"]))
+    made, work = [0], 2 * len(prompts)  # the plan counted two runs of every prompt of the set
+
+    def on_image(n: int) -> None:
+        env.progress(max(0, min(n, work - made[0])))
+        made[0] += n
+        step.stage(f"evaluating: {made[0]}/{2 * len(todo)} images")
+
+    source = job.evaluation or job.calibration
+    pkey = ("diffusion", source.sha256 if source else None, gen, len(todo))
+    with q.lock:
+        before = q.parent_scores.get(pkey)
+    if before is None:
+        step.stage(f"evaluating: 0/{2 * len(todo)} images")
+        own = imagegate.private_version(parent.manifest, {r: parent.buffers[r] for r in ROLES})
+        before = imagegate.generate(own, q.device, q.config, gen, todo, step.watch, on_image)
+        with q.lock:
+            q.parent_scores.clear()
+            q.parent_scores[pkey] = before
+    else:
+        on_image(len(todo))
+    assert step.files is not None
+    child = imagegate.private_version(parent.manifest, step.files)
+    after = imagegate.generate(child, q.device, q.config, gen, todo, step.watch, on_image)
+    env.progress(max(0, work - made[0]))  # prompts past eval_images
+    return imagegate.metrics(before, after)
+
+
+def diffusion_gate(metrics: dict[str, Any], max_drop: float, min_psnr_db: float) -> dict[str, Any]:
+    from ovbatch.tasks.quantize import imagegate
+
+    return imagegate.gate(metrics, max_drop, min_psnr_db)

@@ -17,7 +17,15 @@ from ovbatch.tasks.quantize.spec import QuantizeJob
 def load_quantizer(load: EngineLoad) -> Loaded:
     """Nothing is decrypted here (each job decrypts its parent and wipes it); the cached object keeps
     what a sweep over one recipe's options reuses: captured calibration inputs, the parent's scores."""
-    quantizer = job.Quantizer(load.registry, load.ref, load.manifest, load.core, load.device, dict(load.config))
+    config, quantized_config = dict(load.config), None
+    if FAMILIES.get(load.manifest.get("kind", "")) == "whisper":  # the gate measures what transcription runs
+        from ovbatch.tasks.transcribe.precision import whisper_config
+
+        precision = load.settings.whisper_precision if load.settings is not None else "auto"
+        config = whisper_config(load.config, load.device, precision, load.manifest.get("precision", ""))
+        quantized_config = whisper_config(load.config, load.device, precision, "int8")
+    quantizer = job.Quantizer(load.registry, load.ref, load.manifest, load.core, load.device, config)
+    quantizer.quantized_config = quantized_config
 
     def release() -> None:
         quantizer.captures.clear()

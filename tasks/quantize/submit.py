@@ -216,6 +216,8 @@ def _job(
         raise BadInputError(f"recipe {recipe.name} calibrates on data: give --calibration")
     if recipe.family == "whisper" and calibration is None and evaluation is None:
         raise BadInputError("a Whisper gate needs audio: give --eval (audio with or without .txt references)")
+    if recipe.family == "diffusion" and calibration is None and evaluation is None:
+        raise BadInputError("a diffusion gate compares images made from prompts: give --eval PROMPTS (file or text)")
     if recipe.calibration == "none" and calibration is not None and recipe.family == "whisper" and evaluation is None:
         evaluation, calibration = calibration, None  # weights-only: the audio is for the gate
     target = entry.target or ref.name

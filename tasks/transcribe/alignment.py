@@ -154,12 +154,14 @@ def compile_aligner(
     precision: str | None = None,
 ) -> Any:
     """Read the decoder again from ``version``'s decrypted buffers, make it the aligner and compile
-    it on the decoder's device with its thread count, at ``precision`` (default: the device's)."""
+    it on the decoder's device with its thread count, at ``precision`` (default: the decoder's)."""
     from ovbatch.ov import make_core
 
     core = make_core()
     model = add_alignment_outputs(version.read_model(core, DECODER), alignment_heads, text_vocab)
     device = str(compiled_decoder.get_property("EXECUTION_DEVICES")[0])
+    if precision is None and device.startswith("CPU"):
+        precision = compiled_decoder.get_property("INFERENCE_PRECISION_HINT").to_string()
     config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": precision} if precision else {}
     if device.startswith("CPU"):
         config["INFERENCE_NUM_THREADS"] = int(compiled_decoder.get_property("INFERENCE_NUM_THREADS"))

@@ -15,8 +15,11 @@ def load_whisper(load: EngineLoad) -> Loaded:
     """Decrypt and compile a Whisper version; its batcher feeds concurrent jobs into one engine call."""
     from ovbatch.tasks.transcribe.batcher import Batcher
     from ovbatch.tasks.transcribe.engine import WhisperEngine
+    from ovbatch.tasks.transcribe.precision import whisper_config
 
-    version, compiled = load_and_compile(load.registry, load.ref, load.core, load.device, config=load.config)
+    precision = load.settings.whisper_precision if load.settings is not None else "auto"
+    config = whisper_config(load.config, load.device, precision, load.manifest.get("precision", ""))
+    version, compiled = load_and_compile(load.registry, load.ref, load.core, load.device, config=config)
     size = sum(int(b.nbytes) for b in version.buffers.values())
     engine = WhisperEngine.from_loaded(version, compiled)
     if engine.aligner is not None:  # word timestamps compile a second decoder on first use

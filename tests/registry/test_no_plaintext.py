@@ -59,6 +59,20 @@ def traced_writes(log: Path, home: Path) -> list[str]:
     return writes
 
 
+def run_traced(command: list[str], env: dict[str, str], cwd: Path, log: Path) -> subprocess.CompletedProcess[str]:
+    """``command`` under strace (file-creating and opening calls of every thread into ``log``); it must succeed."""
+    done = subprocess.run(
+        ["strace", "-f", "-qq", "-e", f"trace={TRACED}", "-o", str(log), *command],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, f"{' '.join(command[1:3])} failed under strace:\n{done.stdout}\n{done.stderr}"
+    return done
+
+
 def verify_under_strace(tmp_path: Path, registry: Registry, ref: str, source: Path) -> None:
     if not shutil.which("strace"):
         pytest.fail("strace is not installed: `make test` installs it (apt-get install strace)")
@@ -74,15 +88,7 @@ def verify_under_strace(tmp_path: Path, registry: Registry, ref: str, source: Pa
         "OVBATCH_KEYRING": str(registry.keyring.path),
     }
     log = tmp_path / "strace.log"
-    done = subprocess.run(
-        ["strace", "-f", "-qq", "-e", f"trace={TRACED}", "-o", str(log), OVBATCH, "models", "verify", ref],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, f"verify failed under strace:\n{done.stdout}\n{done.stderr}"
+    done = run_traced([OVBATCH, "models", "verify", ref], env, tmp_path, log)
     assert f"verified {ref}" in done.stdout
     writes = traced_writes(log, home)
     assert not writes, "verify opened files for writing:\n" + "\n".join(writes)

@@ -47,11 +47,10 @@ class Workers:
     def __init__(self, env: dict[str, str], tmp_path: Path):
         self.env, self.tmp, self.procs = env, tmp_path, []
 
-    def start(self, device: str = "CPU", name: str = "w") -> subprocess.Popen[bytes]:
+    def start(self, device: str = "CPU", name: str = "w", kinds: str | None = None) -> subprocess.Popen[bytes]:
         log = open(self.tmp / f"worker-{name}-{len(self.procs)}.log", "wb")  # noqa: SIM115
-        proc = subprocess.Popen(
-            [OVBATCH, "worker", "--device", device, "--name", name], env=self.env, stdout=log, stderr=subprocess.STDOUT
-        )
+        command = [OVBATCH, "worker", "--device", device, "--name", name, *(["--kinds", kinds] if kinds else [])]
+        proc = subprocess.Popen(command, env=self.env, stdout=log, stderr=subprocess.STDOUT)
         self.procs.append(proc)
         client = redis.Redis.from_url(self.env["OVBATCH_BROKER_URL"])
         deadline = time.time() + 120

@@ -22,7 +22,7 @@ from ovbatch.storage.file import FileStore
 from ovbatch.tasks.quantize import recipes
 from ovbatch.tasks.quantize.submit import read_plan
 from tests.conftest import build_tiny_ir
-from tests.registry.test_no_plaintext import TRACED, needles, scan, traced_writes
+from tests.registry.test_no_plaintext import needles, run_traced, scan, traced_writes
 
 OVBATCH = str(Path(sys.executable).with_name("ovbatch"))
 
@@ -218,15 +218,7 @@ def test_quantization_writes_no_plaintext_to_disk(home: dict[str, object], tmp_p
     log = tmp_path / "strace.log"
     npz = str(home["npz"])
     command = [OVBATCH, "quantize", "tiny@1", "--recipe", "int8", "--calibration", npz, "--local"]
-    done = subprocess.run(
-        ["strace", "-f", "-qq", "-e", f"trace={TRACED}", "-o", str(log), *command],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, f"quantize failed under strace:\n{done.stdout}\n{done.stderr}"
+    run_traced(command, env, tmp_path, log)
     storage = str(Path(str(home["root"])) / "storage")
     unexpected = [
         w
