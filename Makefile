@@ -65,6 +65,7 @@ bench: $(STAMP) system-deps redis
 	$(BIN)/python -m benchmarks.quantize_bench --home $(CURDIR)/.cache/bench-quantize
 	$(BIN)/python -m benchmarks.quantize_diffusion_bench --tiny
 	$(BIN)/python -m benchmarks.transcribe_bench --int8 --skip-torch --rss-jobs 0
+	$(BIN)/python -m benchmarks.benchmark_parity --time 10 --rounds 3
 
 clean:
 	rm -rf build dist .cache/typecheck *.egg-info

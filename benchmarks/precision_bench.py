@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.speech import error_units, make_accuracy_set, paired_wer_difference
+from benchmarks.speech import error_units, make_accuracy_set, paired_wer_difference, reference_set
 
 REPO = Path(__file__).resolve().parents[1]
 OVBATCH = str(Path(sys.executable).with_name("ovbatch"))
@@ -119,10 +119,7 @@ def prepare(home: Path, clips: Path, refs: dict[str, str]) -> dict[str, str]:
         names = sorted(refs)
         for sub, chosen in (("calib", names[0::4]), ("eval", names[2::8])):
             shutil.rmtree(home / sub, ignore_errors=True)
-            (home / sub).mkdir()
-            for n in chosen:
-                shutil.copy(clips / n, home / sub / n)
-                (home / sub / n).with_suffix(".txt").write_text(refs[n])
+            reference_set(home / sub, clips, refs, chosen)
         subprocess.run(
             [OVBATCH, "quantize", "whisper-base@1", "--recipe", "int8-hybrid", "--language", "en", "--local"]
             + ["--calibration", str(home / "calib"), "--eval", str(home / "eval")],

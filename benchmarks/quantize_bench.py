@@ -14,13 +14,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from benchmarks.speech import SENTENCES, make_clips, make_long_file
+from benchmarks.speech import SENTENCES, make_clips, make_long_file, reference_set
 
 RECIPES = [
     ("int8-hybrid", {}),
@@ -48,10 +47,7 @@ def prepare(home: Path) -> dict[str, str]:
     refs = make_clips(home / "clips")
     names = sorted(refs)
     for folder, chosen in (("calib", names[:12]), ("eval", names[12:])):
-        (home / folder).mkdir(exist_ok=True)
-        for name in chosen:
-            shutil.copy(home / "clips" / name, home / folder / name)
-            (home / folder / name).with_suffix(".txt").write_text(refs[name])
+        reference_set(home / folder, home / "clips", refs, chosen)
     for folder, name, sentences, voice in (
         ("calib", "long-calib.wav", SENTENCES, "en-us"),
         ("eval", "long-gb.wav", SENTENCES[::-1], "en-gb"),

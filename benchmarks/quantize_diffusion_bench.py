@@ -25,19 +25,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks import imagegen_bench
 from benchmarks.imagegen_models import MANIFEST_KIND, bench_registry, cache_root
 from ovbatch.tasks.quantize import recipes
 
 OVBATCH = str(Path(sys.executable).with_name("ovbatch"))
 RECIPES = ("int8-hybrid", "int8-weights")
-PROMPTS = (
-    "a red fox in the snow, golden hour, detailed fur",
-    "a lighthouse on a cliff at dusk, oil painting",
-    "a bowl of ramen on a wooden table, studio photo",
-    "an astronaut riding a horse on mars, digital art",
-    "a watercolor of a quiet harbour with small boats",
-    "a cyberpunk street at night, neon signs, rain",
-    "a portrait of an old sailor, dramatic lighting",
+# imagegen_bench's prompts (but its last) and more: calibration takes the first, evaluation the rest
+PROMPTS = imagegen_bench.PROMPTS[:-1] + (
     "a field of sunflowers under a stormy sky",
     "a cozy library with a fireplace, warm light",
     "a macro photo of a dew drop on a leaf",

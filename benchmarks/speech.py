@@ -9,6 +9,7 @@ and speeds, picked for variety (numbers, names, homophones, long and short), not
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -285,20 +286,26 @@ def paired_wer_difference(
     }
 
 
+def reference_set(folder: Path, clips: Path, refs: dict[str, str], names: list[str]) -> Path:
+    """``folder`` holding the clips ``names`` of ``clips`` (copied) with their ``.txt`` references beside:
+    what ``ovbatch quantize --calibration/--eval`` reads as a set with references."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        if not (folder / name).exists():
+            shutil.copy(clips / name, folder / name)
+        (folder / name).with_suffix(".txt").write_text(refs[name])
+    return folder
+
+
 def make_demo_sets(folder: Path) -> tuple[Path, Path]:
     """Calibration (120 clips: one rendition of each accuracy-set sentence) and evaluation (the other
     rendition of every other sentence: 60 clips) folders for ``ovbatch demo``, ``.txt`` references beside."""
     refs = make_accuracy_set(folder / "all")
     names = sorted(refs)
-    sets = {"calibration": names[0::2], "evaluation": names[1::4]}
-    for sub, chosen in sets.items():
-        (folder / sub).mkdir(parents=True, exist_ok=True)
-        for name in chosen:
-            target = folder / sub / name
-            if not target.exists():
-                target.hardlink_to(folder / "all" / name)
-            target.with_suffix(".txt").write_text(refs[name])
-    return folder / "calibration", folder / "evaluation"
+    return (
+        reference_set(folder / "calibration", folder / "all", refs, names[0::2]),
+        reference_set(folder / "evaluation", folder / "all", refs, names[1::4]),
+    )
 
 
 if __name__ == "__main__":

@@ -188,15 +188,13 @@ class Ovbatch:
 
     def quantize_int8(self) -> str | None:
         """``ovbatch quantize whisper-base@1 --recipe int8-hybrid`` in process (--local): the new version."""
-        from benchmarks.speech import make_accuracy_set
+        from benchmarks.speech import make_accuracy_set, reference_set
 
-        acc = make_accuracy_set(REPO / ".cache" / "speech-accuracy")
+        clips = REPO / ".cache" / "speech-accuracy"
+        acc = make_accuracy_set(clips)
         names = sorted(acc)
         for folder, chosen in (("calib", names[0::4]), ("eval", names[1::4])):
-            (self.work / folder).mkdir()
-            for name in chosen:
-                shutil.copy(REPO / ".cache" / "speech-accuracy" / name, self.work / folder / name)
-                (self.work / folder / name).with_suffix(".txt").write_text(acc[name])
+            reference_set(self.work / folder, clips, acc, chosen)
         half = len(SENTENCES) // 2
         for folder, name, sentences, voice in (
             ("calib", "long-calib.wav", SENTENCES[half:], "en-gb-scotland"),

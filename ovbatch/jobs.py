@@ -7,6 +7,7 @@ here knows about audio or images.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -107,6 +108,21 @@ def record(
     return rec
 
 
+def write_marker(store: ObjectStore, job: JobSpec, outcome: Outcome) -> None:
+    """After every output: the job's marker, so a redelivery or resubmission finds it finished."""
+    marker = {"outputs": outcome.outputs, "processing_s": outcome.processing_s, "extra": outcome.extra}
+    store.put_bytes(job.marker_key, json.dumps(marker).encode())
+
+
+def read_marker(job: JobSpec, store: ObjectStore, units: float = 1.0) -> Outcome | None:
+    """The outcome ``write_marker`` recorded for ``job``, or None if it has none (or an unreadable one)."""
+    try:
+        data = json.loads(store.get_bytes(job.marker_key))
+        return Outcome("done", data["outputs"], units, data["processing_s"], reused=True, extra=data.get("extra", {}))
+    except Exception:
+        return None
+
+
 @dataclass
 class Watch:
     """A running job's stop conditions: its time limit, its batch's cancellation, its worker's
@@ -121,7 +137,9 @@ class Watch:
     _next: float = 0.0
 
     def __post_init__(self) -> None:
-        self._next = time.monotonic() + self.every_s
+        # the first check asks at once: a batch cancelled while the job loaded its model stops
+        # before any work, not one interval later
+        self._next = time.monotonic()
 
     def check(self, doing: str = "this job was running") -> None:
         if self.stopping():

@@ -61,6 +61,9 @@ class JobKind:
     # ``ovbatch.<kind>.<DEVICE>``, served only by workers started with ``--kinds <kind>``, one job at
     # a time; other kinds share ``ovbatch.<DEVICE>``
     dedicated: bool = False
+    # an exclusive kind (benchmark runs) has its worker to itself: the worker finishes its running jobs
+    # first and starts no other job until this one ends (workers/gate.py)
+    exclusive: bool = False
 
     @property
     def task_name(self) -> str:

@@ -31,3 +31,15 @@ def check_device(core: Any, device: str) -> str:
     raise DeviceError(
         f"device {device!r} is not available to OpenVINO on this machine; available: {', '.join(available)}"
     )
+
+
+def device_info(core: Any, device: str) -> dict[str, Any]:
+    """What a worker tells clients about its device (``ovbatch workers``, benchmark submission checks)."""
+    info: dict[str, Any] = {}
+    for key, name in (("full_name", "FULL_DEVICE_NAME"), ("capabilities", "OPTIMIZATION_CAPABILITIES")):
+        try:
+            value = core.get_property(device, name)
+        except Exception:  # a virtual device (AUTO) may not report it
+            continue
+        info[key] = [str(v) for v in value] if isinstance(value, (list, tuple)) else str(value)
+    return info

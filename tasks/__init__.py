@@ -9,4 +9,5 @@ KINDS: dict[str, str] = {
     "transcribe": "ovbatch.tasks.transcribe.kind",
     "txt2img": "ovbatch.tasks.imagegen.kind",
     "quantize": "ovbatch.tasks.quantize.kind",
+    "benchmark": "ovbatch.tasks.benchmark.kind",
 }

@@ -61,8 +61,13 @@ def image_message(**changes: Any) -> dict[str, Any]:
 
 def test_every_kind_is_registered_with_its_task_name() -> None:
     names = {kind.name: kind.task_name for kind in kinds.all_kinds()}
-    assert names == {"transcribe": "ovbatch.transcribe", "txt2img": "ovbatch.txt2img", "quantize": "ovbatch.quantize"}
-    with pytest.raises(ConfigError, match="unknown job kind 'nope'; known: quantize, transcribe, txt2img"):
+    assert names == {
+        "transcribe": "ovbatch.transcribe",
+        "txt2img": "ovbatch.txt2img",
+        "quantize": "ovbatch.quantize",
+        "benchmark": "ovbatch.benchmark",
+    }
+    with pytest.raises(ConfigError, match="unknown job kind 'nope'; known: benchmark, quantize, transcribe, txt2img"):
         kinds.get("nope")
 
 

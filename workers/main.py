@@ -15,7 +15,7 @@ from celery.signals import worker_shutting_down
 from ovbatch.batches import RedisBatchStore
 from ovbatch.crypto.keyring import Keyring
 from ovbatch.errors import ConfigError
-from ovbatch.ov import check_device, make_core
+from ovbatch.ov import check_device, device_info, make_core
 from ovbatch.registry.registry import Registry
 from ovbatch.settings import Settings
 from ovbatch.storage import open_store
@@ -68,6 +68,7 @@ def build_context(settings: Settings, device: str, cpus: list[int] | None, name:
         cpus=cpus,
         compile_config=config,
         batch_files=settings.worker_batch_files,
+        device_info=device_info(core, device),
     )
 
 

@@ -31,6 +31,8 @@ def advertise(redis: Any, ctx: Any, queue: str, started_s: float) -> None:
         "cache": ctx.cache.describe(),
         "jobs_done": ctx.jobs_done,
         "current_job": ctx.current_job,
+        "exclusive": ctx.gate.exclusive,  # a benchmark has the worker to itself now
+        **ctx.device_info,  # full_name, capabilities (FP32, BF16, INT8...)
         "started_s": started_s,
         "seen_s": time.time(),
     }

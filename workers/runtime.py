@@ -22,6 +22,7 @@ from ovbatch.registry.registry import Registry
 from ovbatch.settings import Settings
 from ovbatch.storage import ObjectStore, open_store
 from ovbatch.workers.cache import CacheKey, ModelCache
+from ovbatch.workers.gate import RunGate
 
 log = logging.getLogger(__name__)
 LOCK_TTL_S = 15  # refreshed every few seconds while the job runs; a SIGKILLed worker's lock lapses
@@ -48,6 +49,8 @@ class WorkerContext:
     batch_files: int = 8  # jobs run at once in threads (transcription batches them: tasks/transcribe/batcher.py)
     running: set[str] = field(default_factory=set)
     stopping: threading.Event = field(default_factory=threading.Event)  # set on SIGTERM (workers/main.py)
+    gate: RunGate = field(default_factory=RunGate)  # exclusive kinds (benchmarks) run alone
+    device_info: dict[str, Any] = field(default_factory=dict)  # name and capabilities, advertised
     _load_lock: threading.Lock = field(default_factory=threading.Lock)
     _stores: dict[str, ObjectStore] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -142,8 +145,9 @@ def process_job(ctx: WorkerContext, kind: JobKind | str, payload: Any, attempt: 
         raise
     ctx.acquire(job.job_id)
     try:
-        ctx.batches.set_job(job.batch_id, job.job_id, record(job, "running", attempts=attempt, worker=ctx.hostname))
-        outcome = _run(ctx, kind, job, attempt)
+        with ctx.gate.hold(kind.exclusive, ctx.stopping.is_set, job.display):
+            ctx.batches.set_job(job.batch_id, job.job_id, record(job, "running", attempts=attempt, worker=ctx.hostname))
+            outcome = _run(ctx, kind, job, attempt)
         rec = record(job, outcome.status, outcome=outcome, attempts=attempt, worker=ctx.hostname, unit=kind.unit.name)
         if ctx.batches.set_job(job.batch_id, job.job_id, rec) == "finished":
             finish_batch(ctx.batches, job.batch_id, ctx.store(job.out_url))

@@ -6,6 +6,7 @@ concurrent imports of one name never write the same version's files.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from collections.abc import Callable, Iterator, Sequence
@@ -17,8 +18,9 @@ from typing import Any
 from ovbatch.crypto import envelope
 from ovbatch.crypto.keyring import Keyring
 from ovbatch.crypto.stream import DEFAULT_CHUNK_LOG2, FileContext, encrypt_chunks
-from ovbatch.errors import IntegrityError, ModelNotFound, ObjectExists, ObjectNotFound, VersionExists
+from ovbatch.errors import InputError, IntegrityError, ModelNotFound, ObjectExists, ObjectNotFound, VersionExists
 from ovbatch.registry import refs, sources
+from ovbatch.registry.irio import model_io
 from ovbatch.registry.refs import ModelRef
 from ovbatch.storage import ObjectStore
 
@@ -187,12 +189,24 @@ class Registry:
     ) -> dict[str, Any]:
         data_key = envelope.new_data_key()
         files = []
+        roles = {role for role, _, _ in entries}
+        io: dict[str, Any] = {}  # each OpenVINO model's inputs, read from its XML as it streams past
         for role, opener, size in entries:
             digest = hashlib.sha256()
+            xml = bytearray() if role.endswith(".xml") and role[:-4] + ".bin" in roles else None
+
+            def observe(chunk: bytes, digest: Any = digest, xml: bytearray | None = xml) -> None:
+                digest.update(chunk)
+                if xml is not None:
+                    xml.extend(chunk)
+
             with opener() as plaintext:
-                stream = encrypt_chunks(data_key, FileContext(name, version, role), plaintext, observe=digest.update)
+                stream = encrypt_chunks(data_key, FileContext(name, version, role), plaintext, observe=observe)
                 stored = self.store.put_stream(refs.object_key(name, version, role), stream)
             files.append({"role": role, "size": size, "sha256": digest.hexdigest(), "ciphertext_size": stored})
+            if xml is not None:
+                with contextlib.suppress(InputError):  # not readable here: OpenVINO says so at compile
+                    io[role] = model_io(xml.decode("utf-8", "replace"))
         manifest: dict[str, Any] = {
             "format": MANIFEST_FORMAT,
             "name": name,
@@ -204,6 +218,8 @@ class Registry:
             "chunk_log2": DEFAULT_CHUNK_LOG2,
             "files": files,
         }
+        if io:
+            manifest["io"] = io
         manifest.update(extra)
         envelope.seal_manifest(manifest, data_key)
         manifest.update(envelope.wrap(self.keyring, data_key, name, version))

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ovbatch.errors import InputError, JobCancelled, JobTimeLimitExceeded
-from ovbatch.jobs import JobEnv, Outcome, Watch
+from ovbatch.jobs import JobEnv, Outcome, Watch, read_marker, write_marker
+from ovbatch.memory import PeakRss
 from ovbatch.registry.loader import DecryptedVersion, decrypt_version
 from ovbatch.registry.refs import ModelRef
 from ovbatch.storage import ObjectStore
@@ -69,41 +70,8 @@ class Step:
         self.env.stage(f"{self.job.display}: {text}")
 
 
-class PeakRss:
-    """The process's resident memory, sampled every 0.2 s while a job runs: its peak in MiB."""
-
-    def __init__(self) -> None:
-        self.peak = self._now()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="ovbatch-rss", daemon=True)
-
-    @staticmethod
-    def _now() -> float:
-        import os
-
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.2):
-            self.peak = max(self.peak, self._now())
-
-    def __enter__(self) -> PeakRss:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self._now())
-
-
 def finished(job: QuantizeJob, store: ObjectStore) -> Outcome | None:
-    try:
-        data = json.loads(store.get_bytes(job.marker_key))
-    except Exception:
-        return None
-    return Outcome("done", data["outputs"], 1.0, data["processing_s"], reused=True, extra=data.get("extra", {}))
+    return read_marker(job, store)
 
 
 def _registered(registry: Any, job: QuantizeJob) -> dict[str, Any] | None:
@@ -167,8 +135,7 @@ def run(job: QuantizeJob, env: JobEnv) -> Outcome:
             extra=extra,
         )
     outcome = Outcome("done", [job.report_key], 1.0, processing_s, extra=extra)
-    marker = {"outputs": outcome.outputs, "processing_s": processing_s, "extra": extra}
-    out.put_bytes(job.marker_key, json.dumps(marker).encode())
+    write_marker(out, job, outcome)
     return outcome
 
 

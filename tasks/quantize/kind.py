@@ -24,8 +24,9 @@ def load_quantizer(load: EngineLoad) -> Loaded:
         precision = load.settings.whisper_precision if load.settings is not None else "auto"
         config = whisper_config(load.config, load.device, precision, load.manifest.get("precision", ""))
         quantized_config = whisper_config(load.config, load.device, precision, "int8")
-    quantizer = job.Quantizer(load.registry, load.ref, load.manifest, load.core, load.device, config)
-    quantizer.quantized_config = quantized_config
+    quantizer = job.Quantizer(
+        load.registry, load.ref, load.manifest, load.core, load.device, config, quantized_config=quantized_config
+    )
 
     def release() -> None:
         quantizer.captures.clear()

@@ -33,8 +33,18 @@ log = logging.getLogger(__name__)
 class _Request:
     blocks: Iterable[np.ndarray]
     options: TranscribeOptions
+    check: Callable[[], None] | None = None  # the job's stop conditions, asked before every step
     future: Future[Transcript] = field(default_factory=Future)
     error: BaseException | None = None
+
+    def go_on(self) -> bool:
+        """False once this file must stop (its stream failed, or its check raised: kept as its error)."""
+        if self.error is None and self.check is not None:
+            try:
+                self.check()
+            except Exception as exc:
+                self.error = exc
+        return self.error is None
 
     def guarded(self) -> Iterator[np.ndarray]:
         """The request's blocks; a decoding error ends this stream and is kept for this request only."""
@@ -56,10 +66,14 @@ class Batcher:
         self._retired = False
         threading.Thread(target=self._loop, name="ovbatch-batcher", daemon=True).start()
 
-    def transcribe(self, blocks: Iterable[np.ndarray], options: TranscribeOptions) -> Transcript:
-        """Called from job threads: same signature as the engine's, so jobs need not know."""
+    def transcribe(
+        self, blocks: Iterable[np.ndarray], options: TranscribeOptions, check: Callable[[], None] | None = None
+    ) -> Transcript:
+        """Called from job threads: same signature as the engine's, so jobs need not know. ``check``
+        (the job's time limit, cancel, shutdown) is asked before every step; when it raises, this
+        file stops at once with that error and the other files go on."""
         self.engine.check_options(options)  # a bad option fails this job here, not a shared step
-        request = _Request(blocks, options)
+        request = _Request(blocks, options, check)
         with self._gate:
             if self._retired:
                 raise ModelRetired("the model was evicted from this worker's cache while the job started")
@@ -114,7 +128,7 @@ class Batcher:
                 break
             taken.append(item)
         self._open.extend(taken)
-        return [StreamRequest(r.guarded(), r.options, self._finisher(r)) for r in taken]
+        return [StreamRequest(r.guarded(), r.options, self._finisher(r), r.go_on) for r in taken]
 
     def _finisher(self, request: _Request) -> Callable[[Transcript], None]:
         def finish(transcript: Transcript) -> None:

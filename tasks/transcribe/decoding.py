@@ -8,6 +8,7 @@ drop rows of its cache), so a row that has finished is fed ``<|endoftext|>`` unt
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,8 +64,10 @@ class WindowDecoder:
         prompts: list[list[int]],
         temperatures: list[float],
         rngs: list[np.random.Generator],
+        between: Callable[[], None] = lambda: None,
     ) -> list[DecodeResult]:
-        """Decode each row of ``hidden`` (``(B, frames, d)``) from its prompt (all the same length)."""
+        """Decode each row of ``hidden`` (``(B, frames, d)``) from its prompt (all the same length);
+        ``between`` is called after every token step and may raise to abandon the decode."""
         n = hidden.shape[0]
         self._request.reset_state()
         first = self._infer(np.asarray(prompts, dtype=np.int64), hidden)
@@ -88,6 +91,7 @@ class WindowDecoder:
             history.push(next_tokens, self.specials.timestamp_begin)
             if done.all() or step == self.sample_len - 1:
                 break
+            between()
             logits = self._infer(next_tokens[:, None], small)[:, -1].copy()
         return [
             DecodeResult(tokens[i, : lengths[i]].tolist(), float(sum_logprobs[i]), float(no_speech[i]), float(temps[i]))

@@ -23,6 +23,7 @@ reuses one infer request per model.
 from __future__ import annotations
 
 import json
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
@@ -81,12 +82,16 @@ class StreamRequest:
     blocks: Iterable[np.ndarray]
     options: TranscribeOptions
     done: Callable[[Transcript], None]
+    # asked before every step: False (or an exception, which ends ``serve``) stops the file at once,
+    # its pieces in flight dropped: a cancelled or timed-out job does not wait for its open windows
+    go_on: Callable[[], bool] = lambda: True
 
 
 @dataclass
 class _File:
     options: TranscribeOptions
     language: str | None
+    go_on: Callable[[], bool] = lambda: True
     segments: list[tuple[int, int, Segment]] = field(default_factory=list)  # (piece, order, segment)
     samples: int = 0
     pieces: Iterator[tuple[int, np.ndarray]] = field(default_factory=lambda: iter(()))
@@ -116,6 +121,13 @@ class _Track:
     @property
     def offset_s(self) -> float:
         return (self.offset + self.seek * 160) / SAMPLE_RATE
+
+
+STOP_CHECK_S = 0.5  # how often a running step asks its files whether to stop
+
+
+class _StepAborted(Exception):
+    """A file of the running step must stop now (its job was cancelled, timed out or shut down)."""
 
 
 class WhisperEngine:
@@ -158,9 +170,12 @@ class WhisperEngine:
 
     # public API ---------------------------------------------------------------------------------
 
-    def transcribe(self, blocks: Iterable[np.ndarray], options: TranscribeOptions) -> Transcript:
-        """Transcribe one streamed file (float32 mono 16 kHz blocks of any size)."""
-        return self.transcribe_streams([blocks], options)[0]
+    def transcribe(
+        self, blocks: Iterable[np.ndarray], options: TranscribeOptions, check: Callable[[], None] | None = None
+    ) -> Transcript:
+        """Transcribe one streamed file (float32 mono 16 kHz blocks of any size); ``check`` is called
+        before every step and may raise to stop (a job's time limit, cancel, shutdown)."""
+        return self.transcribe_streams([blocks], options, check)[0]
 
     def transcribe_many(self, audios: list[np.ndarray], options: TranscribeOptions) -> list[Transcript]:
         """Transcribe several files, their windows batched together."""
@@ -176,14 +191,21 @@ class WhisperEngine:
                 raise ValueError("word timestamps need an engine built with from_loaded (it compiles the aligner)")
             self.aligner.ensure()
 
-    def transcribe_streams(self, streams: list[Iterable[np.ndarray]], options: TranscribeOptions) -> list[Transcript]:
+    def transcribe_streams(
+        self, streams: list[Iterable[np.ndarray]], options: TranscribeOptions, check: Callable[[], None] | None = None
+    ) -> list[Transcript]:
         self.check_options(options)
         out: list[Transcript | None] = [None] * len(streams)
 
         def keep(i: int) -> Callable[[Transcript], None]:
             return lambda transcript: out.__setitem__(i, transcript)
 
-        handed = [[StreamRequest(blocks, options, keep(i)) for i, blocks in enumerate(streams)]]
+        def go_on() -> bool:
+            if check is not None:
+                check()  # raises to stop: the caller gets the exception
+            return True
+
+        handed = [[StreamRequest(blocks, options, keep(i), go_on) for i, blocks in enumerate(streams)]]
         self.serve(lambda idle: handed.pop() if handed else None)  # all at once, then no more
         assert all(t is not None for t in out), "every file ends with a transcript"
         return [t for t in out if t is not None]
@@ -211,10 +233,14 @@ class WhisperEngine:
                 stopping = True
             for request in new or ():
                 rotation.append(self._open(request))
+            active = self._drop_stopped(active, rotation)
             self._fill(active, rotation)
             if not active:
                 continue
-            self._step(active)
+            try:
+                self._step(active)
+            except _StepAborted:  # a file said stop mid-step: it leaves, the others redo this step
+                continue
             still = []
             for track in active:
                 if len(self._load(track)):
@@ -226,9 +252,23 @@ class WhisperEngine:
 
     # scheduling ---------------------------------------------------------------------------------
 
+    def _drop_stopped(self, active: list[_Track], rotation: deque[_File]) -> list[_Track]:
+        """Files whose ``go_on`` says stop leave now: no new piece, their open windows dropped."""
+        files = {id(t.file): t.file for t in active} | {id(f): f for f in rotation}
+        stopped = {key for key, file in files.items() if not file.finished and not file.go_on()}
+        if not stopped:
+            return active
+        for key in stopped:
+            file = files[key]
+            file.exhausted, file.open_tracks = True, 0
+            if file in rotation:
+                rotation.remove(file)
+            self._finish_if_done(file)
+        return [t for t in active if id(t.file) not in stopped]
+
     def _open(self, request: StreamRequest) -> _File:
         c = self.config
-        file = _File(request.options, request.options.language, done=request.done)
+        file = _File(request.options, request.options.language, go_on=request.go_on, done=request.done)
         max_len, min_len = int(c.piece_s * SAMPLE_RATE), int(c.min_piece_s * SAMPLE_RATE)
         file.pieces = pieces(self._counted(file, request.blocks), max_len, min_len)
         return file
@@ -272,10 +312,25 @@ class WhisperEngine:
         return track.window
 
     def _step(self, tracks: list[_Track]) -> None:
-        """One window of every active track: encode, decode (with fallback), segment, seek."""
+        """One window of every active track: encode, decode (with fallback), segment, seek.
+
+        A step can take many seconds (8 windows, temperature fallback); its files' ``go_on`` is
+        asked every ``STOP_CHECK_S`` while it runs, and a file that says stop aborts the step
+        (``_StepAborted``) before any track has moved: the others redo it without that file."""
+        files = list({id(t.file): t.file for t in tracks}.values())
+        next_check = [time.monotonic() + STOP_CHECK_S]
+
+        def between() -> None:
+            now = time.monotonic()
+            if now >= next_check[0]:
+                next_check[0] = now + STOP_CHECK_S
+                if not all([f.go_on() for f in files]):
+                    raise _StepAborted
+
         hidden = self._encode([t.window for t in tracks])
+        between()
         self._detect_languages(hidden, tracks)
-        results = self._decode_with_fallback(hidden, tracks)
+        results = self._decode_with_fallback(hidden, tracks, between)
         windows = [self._split(track, result) for track, result in zip(tracks, results, strict=True)]
         words = self._words(hidden, tracks, windows)
         for track, window, timed in zip(tracks, windows, words, strict=True):
@@ -299,7 +354,9 @@ class WhisperEngine:
 
     # decoding -----------------------------------------------------------------------------------
 
-    def _decode_with_fallback(self, hidden: np.ndarray, tracks: list[_Track]) -> list[DecodeResult]:
+    def _decode_with_fallback(
+        self, hidden: np.ndarray, tracks: list[_Track], between: Callable[[], None] = lambda: None
+    ) -> list[DecodeResult]:
         """Greedy first; windows whose text is repetitive or improbable (and not silence) are
         decoded again, together, at each higher temperature in turn. Where every temperature
         fails, the most probable non-repetitive attempt wins (as faster-whisper does)."""
@@ -309,7 +366,9 @@ class WhisperEngine:
         chosen: list[DecodeResult | None] = [None] * len(tracks)
         for temperature in self.config.temperatures:
             rngs = [self._rng_for(tracks[i], temperature) for i in todo]
-            got = self.decoder.decode(hidden[todo], [prompts[i] for i in todo], [temperature] * len(todo), rngs)
+            got = self.decoder.decode(
+                hidden[todo], [prompts[i] for i in todo], [temperature] * len(todo), rngs, between
+            )
             texts = self.detokenizer.decode_batch([r.tokens for r in got])
             for i, result, text in zip(todo, got, texts, strict=True):
                 tried[i].append((result, text))

@@ -73,7 +73,8 @@ def run(job: TranscribeJob, env: JobEnv) -> Outcome:
     try:
         with env.open_input(job.input_url) as raw, seekable(raw) as stream:
             blocks = audio.iter_blocks(stream, job.display, max_duration_s=job.max_audio_duration_s)
-            transcript = engine.transcribe(watched(blocks, watch), job.options)
+            check = lambda: watch.check("this file was being transcribed")  # noqa: E731
+            transcript = engine.transcribe(watched(blocks, watch), job.options, check=check)
     except InputError as exc:
         return Outcome("failed", error=str(exc), processing_s=time.perf_counter() - t0)
     except JobCancelled as exc:

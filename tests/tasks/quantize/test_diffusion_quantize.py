@@ -272,7 +272,8 @@ def test_diffusion_quantization_writes_no_plaintext_to_disk(home: dict[str, Any]
     gate's engines write nothing outside storage but memory files; no model plaintext lies anywhere."""
     import shutil
 
-    from tests.registry.test_no_plaintext import needles, run_traced, scan, traced_writes
+    from tests.registry.test_no_plaintext import needles, run_traced, scan
+    from tests.tasks.quantize.test_quantize import writes_outside_storage
 
     if not shutil.which("strace"):
         pytest.fail("strace is not installed: `make test` installs it (apt-get install strace)")
@@ -284,15 +285,8 @@ def test_diffusion_quantization_writes_no_plaintext_to_disk(home: dict[str, Any]
     args = ["quantize", "tiny-lcm@1", "--recipe", "int8-hybrid", "--calibration", home["prompts"]]
     command = [OVBATCH, *args, "--target", "traced-lcm", "--param", "unet_samples=4", "--local"]
     run_traced(command, env, tmp_path, log)
-    storage = str(Path(home["root"]) / "storage")
-    unexpected = [
-        w
-        for w in traced_writes(log, user_home)
-        if storage not in w
-        and not w.startswith("memfd_create")
-        and not ("symlink" in w and "/proc/" in w)
-        and "/ovbatch-ser-" not in w  # the symlinks to memory files the serializer writes through
-    ]
+    storage = Path(home["root"]) / "storage"
+    unexpected = writes_outside_storage(log, user_home, storage)
     assert not unexpected, "quantization opened files for writing outside storage:\n" + "\n".join(unexpected)
     leak_dir = tmp_path / "needles"
     leak_dir.mkdir()
@@ -303,5 +297,5 @@ def test_diffusion_quantization_writes_no_plaintext_to_disk(home: dict[str, Any]
         version.wipe()
     samples = needles(leak_dir)
     shutil.rmtree(leak_dir)
-    hits = scan([Path(storage), tmp, user_home, Path("/dev/shm")], samples)
+    hits = scan([storage, tmp, user_home, Path("/dev/shm")], samples)
     assert not hits, "plaintext model bytes found on disk:\n" + "\n".join(hits)

@@ -58,6 +58,20 @@ def ovbatch(home: dict[str, object], *args: str, ok: bool = True) -> subprocess.
     return done
 
 
+def writes_outside_storage(log: Path, user_home: Path, storage: Path) -> list[str]:
+    """A traced quantize job's writes other than to the storage root and to memory files (``memfd``s,
+    and the symlinks to them that the serializer writes through)."""
+    return [
+        w
+        for w in traced_writes(log, user_home)
+        if str(storage) not in w
+        and not w.startswith("memfd_create")
+        and not ("symlink" in w and "/proc/" in w)
+        and "/ovbatch-ser-" not in w
+        and "/proc/self/clear_refs" not in w  # resets the peak-RSS counter (ovbatch/memory.py): not a file
+    ]
+
+
 def report(home: dict[str, object], ref: str, slug: str) -> dict[str, object]:
     path = Path(str(home["root"])) / "storage" / "quantize-reports" / ref / f"{slug}.json"
     assert path.is_file(), f"no report at {path}"
@@ -166,7 +180,21 @@ def test_int8_ptq_from_npz_and_a_failed_gate_registers_nothing(home: dict[str, o
     registry = home["registry"]
     assert isinstance(registry, Registry)
     npz = str(home["npz"])
-    ovbatch(home, "quantize", "tiny@1", "--recipe", "int8", "--calibration", npz, "--eval", npz, "--local")
+    # random weights and inputs: 97-99 % agreement, machine-dependent (AVX2 without VNNI: 97.2 %)
+    ovbatch(
+        home,
+        "quantize",
+        "tiny@1",
+        "--recipe",
+        "int8",
+        "--calibration",
+        npz,
+        "--eval",
+        npz,
+        "--max-drop",
+        "5",
+        "--local",
+    )
     passed = report(home, "tiny@1", "int8")
     assert passed["version"] == "tiny@2" and passed["precision"] == "int8", passed
     assert 90 < passed["metrics"]["after"] < 100  # type: ignore[index]
@@ -217,17 +245,10 @@ def test_quantization_writes_no_plaintext_to_disk(home: dict[str, object], tmp_p
     env = {**home["env"], "HOME": str(user_home), "TMPDIR": str(tmp)}  # type: ignore[dict-item]
     log = tmp_path / "strace.log"
     npz = str(home["npz"])
-    command = [OVBATCH, "quantize", "tiny@1", "--recipe", "int8", "--calibration", npz, "--local"]
+    command = [OVBATCH, "quantize", "tiny@1", "--recipe", "int8", "--calibration", npz, "--max-drop", "10", "--local"]
     run_traced(command, env, tmp_path, log)
-    storage = str(Path(str(home["root"])) / "storage")
-    unexpected = [
-        w
-        for w in traced_writes(log, user_home)
-        if storage not in w
-        and not w.startswith("memfd_create")
-        and not ("symlink" in w and "/proc/" in w)
-        and "/ovbatch-ser-" not in w  # the symlinks to memory files the serializer writes through
-    ]
+    storage = Path(str(home["root"])) / "storage"
+    unexpected = writes_outside_storage(log, user_home, storage)
     assert not unexpected, "quantization opened files for writing outside storage:\n" + "\n".join(unexpected)
     registry = home["registry"]
     assert isinstance(registry, Registry)
@@ -238,5 +259,5 @@ def test_quantization_writes_no_plaintext_to_disk(home: dict[str, object], tmp_p
     quantized.wipe()
     samples = needles(leak_dir) + needles(Path(str(home["source"])))
     shutil.rmtree(leak_dir)
-    hits = scan([Path(storage), tmp, user_home, Path("/dev/shm")], samples)
+    hits = scan([storage, tmp, user_home, Path("/dev/shm")], samples)
     assert not hits, "plaintext model bytes found on disk:\n" + "\n".join(hits)

@@ -116,3 +116,37 @@ def test_a_bad_option_fails_its_own_job_not_the_files_sharing_the_engine(whisper
         error = bad.exception()
         assert isinstance(error, InputError) and "language 'xx'" in str(error), error
         assert "Quilter is the apostle" in good.result().text
+
+
+def test_a_stopped_file_leaves_at_the_next_step_and_the_others_go_on(whisper_home: dict[str, str]) -> None:
+    """A job's stop check (cancel, time limit, shutdown) is asked before every step: the file stops
+    with that error even while every one of its windows is already in the engine, and a file
+    sharing the engine keeps its text."""
+    from dataclasses import replace
+
+    import numpy as np
+
+    from ovbatch.errors import JobCancelled
+
+    ctx = build_embedded_context(Settings.from_env(whisper_home), "CPU")
+    batcher = ctx.engine("transcribe", "whisper-base@1", "CPU")
+    batcher.engine.config = replace(batcher.engine.config, batch_size=2)  # more steps than the check needs
+    options = TranscribeOptions(language="en")
+    quilter = np.concatenate(list(audio.iter_blocks(CLIPS[0], "q")))
+    minutes = np.tile(np.concatenate([quilter, np.zeros(8000, np.float32)]), 40)  # one block: no pulls to check at
+    alone = batcher.engine.transcribe([quilter], options).text
+    asked: list[float] = []
+
+    def check() -> None:
+        asked.append(time.perf_counter())
+        if len(asked) >= 3:
+            raise JobCancelled("long.wav: batch cancelled while this file was being transcribed")
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        long = pool.submit(batcher.transcribe, [minutes], options, check)
+        short = pool.submit(batcher.transcribe, [quilter], options)
+        with pytest.raises(JobCancelled, match="long.wav: batch cancelled"):
+            long.result(timeout=300)
+        stopped = time.perf_counter()
+        assert short.result(timeout=300).text == alone
+    assert len(asked) == 3 and stopped - asked[-1] < 5, "the file must stop right after its check says so"
