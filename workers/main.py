@@ -16,6 +16,7 @@ from ovbatch.batches import RedisBatchStore
 from ovbatch.crypto.keyring import Keyring
 from ovbatch.errors import ConfigError
 from ovbatch.ov import check_device, device_info, make_core
+from ovbatch.process import no_core_dumps
 from ovbatch.registry.registry import Registry
 from ovbatch.settings import Settings
 from ovbatch.storage import open_store
@@ -42,6 +43,7 @@ def parse_cpus(text: str) -> list[int]:
 
 
 def build_context(settings: Settings, device: str, cpus: list[int] | None, name: str | None) -> WorkerContext:
+    no_core_dumps()  # before any key or weight is in memory (ovbatch/process.py)
     if cpus:
         os.sched_setaffinity(0, cpus)  # before OpenVINO starts its threads, which inherit the mask
     core = make_core()
@@ -75,6 +77,8 @@ def build_context(settings: Settings, device: str, cpus: list[int] | None, name:
 def build_embedded_context(settings: Settings, device: str) -> WorkerContext:
     """The same resources in the submitting process, for ``--local`` or when Redis is unreachable."""
     from ovbatch.batches import MemoryBatchStore
+
+    no_core_dumps()  # this process decrypts models too
 
     core = make_core()
     check_device(core, device)

@@ -16,6 +16,7 @@ import io
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from fractions import Fraction
 from math import ceil, gcd
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -29,6 +30,13 @@ from ovbatch.tasks.transcribe.types import SAMPLE_RATE
 
 # A stream that cannot seek is copied into memory first, but only up to this size.
 MAX_SPOOL_BYTES = 64 << 20
+# What a header may claim (a crafted one asked for a 320 GiB resampling filter): real audio is 8 kHz
+# telephony to 768 kHz studio masters, up to 64 channels (Ambisonics, multitrack)
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE, MAX_CHANNELS = 1_000, 768_000, 64
+MAX_READ_BYTES = 64 << 20  # one read of interleaved samples, whatever the rate and channels
+# rates whose ratio to 16 kHz needs larger terms than this are resampled at the nearest ratio that
+# does not (off by under 0.001 %: 44101 Hz is read as 44100 Hz), so the filter stays small
+MAX_RATIO_TERM = 1000
 _HEAD_BYTES = 512
 
 Source = str | os.PathLike[str] | BinaryIO
@@ -152,9 +160,20 @@ def _spool(stream: BinaryIO, name: str) -> BinaryIO:
 def _info(snd: sf.SoundFile, name: str) -> AudioInfo:
     if snd.frames <= 0:
         raise BadAudioError(f"{name}: no audio samples (0 frames)")
-    if snd.samplerate <= 0 or snd.channels <= 0:
-        raise BadAudioError(f"{name}: invalid header ({snd.samplerate} Hz, {snd.channels} channels)")
+    check_header(name, int(snd.samplerate), int(snd.channels))
     return AudioInfo(snd.frames / snd.samplerate, int(snd.samplerate), int(snd.channels), str(snd.format))
+
+
+def check_header(name: str, rate: int, channels: int) -> None:
+    """Refuse what a crafted header claims before anything is sized from it."""
+    if rate <= 0 or channels <= 0:
+        raise BadAudioError(f"{name}: invalid header ({rate} Hz, {channels} channels)")
+    if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+        raise BadAudioError(
+            f"{name}: the header claims {rate} Hz; audio between {MIN_SAMPLE_RATE} and {MAX_SAMPLE_RATE} Hz is read"
+        )
+    if channels > MAX_CHANNELS:
+        raise BadAudioError(f"{name}: the header claims {channels} channels; at most {MAX_CHANNELS} are read")
 
 
 def _check_duration(duration_s: float, name: str, max_duration_s: float | None) -> None:
@@ -167,7 +186,8 @@ def _check_duration(duration_s: float, name: str, max_duration_s: float | None) 
 
 def _sf_decode(snd: sf.SoundFile, name: str, block_s: float, max_duration_s: float | None) -> Iterator[np.ndarray]:
     resampler = Resampler(snd.samplerate)
-    frames_per_read = max(1, round(block_s * snd.samplerate))
+    # a block's worth of frames, but never more than MAX_READ_BYTES of interleaved float32 samples
+    frames_per_read = max(1, min(round(block_s * snd.samplerate), MAX_READ_BYTES // (4 * snd.channels)))
     decoded = 0
     while True:
         try:
@@ -193,6 +213,11 @@ class Resampler:
     def __init__(self, rate_hz: int):
         common = gcd(rate_hz, SAMPLE_RATE)
         self.up, self.down = SAMPLE_RATE // common, rate_hz // common
+        if max(self.up, self.down) > MAX_RATIO_TERM:  # an odd rate: the nearest small ratio
+            ratio = Fraction(SAMPLE_RATE, rate_hz).limit_denominator(MAX_RATIO_TERM)
+            if ratio.numerator > 16 * MAX_RATIO_TERM:  # cannot happen for rates >= 1 kHz
+                raise BadAudioError(f"cannot resample {rate_hz} Hz audio")
+            self.up, self.down = ratio.numerator, ratio.denominator
         max_rate = max(self.up, self.down)
         same = max_rate == 1  # 16 kHz already: no filter
         self.taps = np.ones(1) if same else firwin(20 * max_rate + 1, 1.0 / max_rate, window=("kaiser", 5.0))
@@ -330,6 +355,7 @@ def _av_probe(pyav: _PyAV, src: _Opened, name: str) -> AudioInfo:
         stream = container.streams.audio[0]
         duration_s = float(container.duration or 0) / 1_000_000  # av.time_base is microseconds
         channels = int(getattr(stream.codec_context, "channels", 0) or stream.layout.nb_channels)
+        check_header(name, int(stream.codec_context.sample_rate or 0), channels)
         return AudioInfo(duration_s, int(stream.codec_context.sample_rate), channels, str(container.format.name))
 
 

@@ -7,6 +7,7 @@ destination, so submitting the same batch again skips what is finished (ovbatch/
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import PurePosixPath
 from typing import Any
 
 from ovbatch import inputs as inputs_mod
@@ -28,6 +29,41 @@ def _reference(registry_store: ObjectStore, item: Any) -> tuple[str, str]:
     return UPLOADED + key, key.rsplit("/", 1)[-1]
 
 
+def output_names(items: list[Any], result: Plan, progress: Callable[[str], None]) -> dict[str, bool]:
+    """The naming rule for outputs, per input relpath (True: keep the extension).
+
+    Outputs are named after the input without its extension (``a.wav`` -> ``a.txt``), except where
+    that would write over another output of the batch or over ovbatch's own files: inputs with the
+    same name up to the extension (``a.wav``, ``a.flac``) and top-level inputs named ``batch-*`` (the
+    batch reports) keep it (``a.wav.txt``, ``a.flac.txt``). Inputs under ``.ovbatch/`` (the job
+    markers' folder) are refused. Every other output name is unique within the batch.
+    """
+    stems: dict[str, list[str]] = {}
+    names: dict[str, bool] = {}
+    for item in items:
+        path = PurePosixPath(item.relpath)
+        if path.parts and path.parts[0] == ".ovbatch":
+            result.failures.append(
+                Failure(
+                    item.display,
+                    f"{item.display}: inputs under .ovbatch/ would write into ovbatch's own "
+                    "bookkeeping folder of --out; rename that folder",
+                )
+            )
+            continue
+        stems.setdefault(str(path.with_suffix("")), []).append(item.relpath)
+        names[item.relpath] = len(path.parts) == 1 and path.name.startswith("batch-")
+    for relpaths in stems.values():
+        if len(relpaths) > 1:
+            for relpath in relpaths:
+                names[relpath] = True
+            progress(
+                f"{', '.join(relpaths)}: the same name but for the extension, so their outputs keep it "
+                f"({relpaths[0]}.txt, ...)"
+            )
+    return names
+
+
 def plan(
     sources: list[str],
     *,
@@ -46,7 +82,10 @@ def plan(
     ref = registry.resolve(ModelRef.parse(model))
     items, problems = inputs_mod.enumerate_inputs(sources, s3_endpoint_url=s3_endpoint_url)
     result = Plan(failures=[Failure(p.display, p.reason) for p in problems])
+    keep = output_names(items, result, progress)
     for item in items:
+        if item.relpath not in keep:  # refused by output_names
+            continue
         progress(item.display)
         try:
             input_url, digest = _reference(registry.store, item)
@@ -56,7 +95,7 @@ def plan(
         result.jobs.append(
             TranscribeJob(
                 batch_id=batch_id,
-                job_id=job_id_for(digest, str(ref), options, formats, out_url, item.relpath),
+                job_id=job_id_for(digest, str(ref), options, formats, out_url, item.relpath, keep[item.relpath]),
                 input_url=input_url,
                 input_sha256=digest,
                 display=item.display,
@@ -67,6 +106,7 @@ def plan(
                 formats=formats,
                 options=options,
                 max_audio_duration_s=max_audio_duration_s,
+                keep_extension=keep[item.relpath],
             )
         )
     result.meta = {

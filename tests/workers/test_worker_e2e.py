@@ -340,7 +340,10 @@ def test_benchmark_runs_through_a_worker_alone_and_compare_reads_the_batch(
 ) -> None:
     """Whisper base's encoder measured on a worker that runs 8 jobs at once: the two runs never
     overlap (a benchmark has its worker to itself), and `compare` reads the batch from Redis."""
-    workers.start()
+    proc = workers.start()
+    limits = Path(f"/proc/{proc.pid}/limits").read_text()
+    core = next(line for line in limits.splitlines() if line.startswith("Max core file size"))
+    assert core.split()[4:6] == ["0", "0"], f"a worker holding keys may write core dumps: {core}"
     out = tmp_path / "bench"
     args = ["benchmark", "whisper-base", "--part", "encoder", "--shape", "[1,80,3000]", "--niter", "4"]
     missing = cli(env, "benchmark", "whisper-base", "--part", "encoder", "--out", str(out), ok=False)

@@ -333,3 +333,60 @@ def test_reads_an_s3_object_stream(s3_store: ObjectStore, tmp_path: Path) -> Non
         assert not stream.seekable()
         y = load(stream, "s3://bucket/in/a.ogg")
     assert abs(len(y) - 16000) < 200 and abs(peak_hz(y) - 440) < 2
+
+
+def crafted_wav(rate: int, channels: int, frames: int = 800, bits: int = 16) -> bytes:
+    """A WAV whose header claims ``rate`` and ``channels`` over ``frames`` frames of real data."""
+    import struct
+
+    block = channels * bits // 8
+    data = np.random.default_rng(0).integers(-3000, 3000, frames * channels, dtype=np.int16).tobytes()
+    fmt = struct.pack("<HHIIHH", 1, channels, rate, (rate * block) & 0xFFFFFFFF, block & 0xFFFF, bits)
+    body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", len(data)) + data
+    return b"RIFF" + struct.pack("<I", len(body)) + body
+
+
+@pytest.mark.parametrize(
+    ("rate", "channels", "reason"),
+    [
+        (2_147_483_647, 1, "the header claims 2147483647 Hz"),
+        (320_000_007, 1, "the header claims 320000007 Hz"),
+        (999, 1, "the header claims 999 Hz"),
+        (1, 1, "the header claims 1 Hz"),
+        (16000, 65, "the header claims 65 channels; at most 64"),
+        (16000, 1000, "the header claims 1000 channels"),
+    ],
+)
+def test_crafted_headers_fail_alone_in_bounded_memory(tmp_path: Path, rate: int, channels: int, reason: str) -> None:
+    """A 2 KB file once asked the resampler for 320 GiB: what a header claims is checked first."""
+    path = tmp_path / "crafted.wav"
+    path.write_bytes(crafted_wav(rate, channels, frames=max(1, 1600 // channels)))
+    tracemalloc.start()
+    try:
+        with pytest.raises(BadAudioError) as caught:
+            list(iter_blocks(path, "in/crafted.wav"))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    message = str(caught.value)
+    assert message.startswith("in/crafted.wav: ") and (reason in message or "invalid header" in message), message
+    assert peak < 50 << 20, f"refusing a crafted header took {peak >> 20} MiB"
+
+
+@pytest.mark.parametrize("rate", [44101, 1001, 767_999, 12345])
+def test_odd_rates_resample_with_a_small_filter(tmp_path: Path, rate: int) -> None:
+    """Rates whose ratio to 16 kHz has large terms (prime-ish ones sized a filter of millions of
+    taps) resample at the nearest small ratio: right length and pitch, bounded memory and time."""
+    import time
+
+    path = tmp_path / f"odd{rate}.wav"
+    sf.write(path, sine(rate, 2.0, 500.0), rate, subtype="PCM_16")
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    try:
+        y = load(path, path.name)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert abs(len(y) - 32000) <= 2 and abs(peak_hz(y) - 500) < 2
+    assert time.perf_counter() - t0 < 10 and peak < 200 << 20, (time.perf_counter() - t0, peak >> 20)
