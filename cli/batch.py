@@ -30,7 +30,7 @@ def redis_client(settings: Settings, *, required: bool) -> Any:
     """A connected Redis client, or None (embedded mode) when it is unreachable and not required."""
     import redis
 
-    client = redis.Redis.from_url(settings.broker_url, socket_connect_timeout=1)
+    client = redis.Redis.from_url(settings.broker_url, socket_connect_timeout=1, socket_timeout=30)
     try:
         client.ping()
     except redis.RedisError as exc:

@@ -53,7 +53,14 @@ def build_context(settings: Settings, device: str, cpus: list[int] | None, name:
         # as many inference threads as pinned cores; several workers then share a box without fighting
         threads = len(cpus) if cpus else len(os.sched_getaffinity(0))
         config = {"INFERENCE_NUM_THREADS": threads}
-    client = redis_lib.Redis.from_url(settings.broker_url)
+    # a Redis that stops answering must fail the call (and the beat retries), never hang a job thread
+    client = redis_lib.Redis.from_url(
+        settings.broker_url,
+        socket_connect_timeout=5,
+        socket_timeout=30,
+        retry_on_timeout=True,
+        health_check_interval=30,
+    )
     registry = Registry(
         open_store(settings.storage_url, s3_endpoint_url=settings.s3_endpoint_url), Keyring.load(settings.keyring_path)
     )
