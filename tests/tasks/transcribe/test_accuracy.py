@@ -2,12 +2,15 @@
 
 The clips are the accuracy set of benchmarks/speech.py: 120 sentences, each in two of 11 espeak-ng
 voices and speeds (240 clips, about 2,300 words), wide enough that the paired bootstrap interval
-of a WER difference is about +-1 point (the earlier 36 clips gave +-3).
+of a WER difference is about +-1 point (the earlier 36 clips gave +-3). ``make test`` compares on
+every third clip (80 clips, both voices of a sentence never together): two engines over all 240
+took over 10 minutes on a 2-core AVX2 machine. ``OVBATCH_TEST_ACCURACY=full`` compares on all 240.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -39,6 +42,7 @@ def test_the_default_precision_is_f32_on_cpu_and_a_config_or_setting_overrides_i
     assert whisper_config({}, "GPU", "f32") == {}, "only the CPU plugin's bf16 default is overridden"
 
 
+@pytest.mark.timeout(1800)
 def test_wer_is_no_worse_than_faster_whisper_float32_plus_half_a_point(
     whisper_home: dict[str, str], whisper_base_ct2: Path, record_property
 ) -> None:  # type: ignore[no-untyped-def]
@@ -54,6 +58,8 @@ def test_wer_is_no_worse_than_faster_whisper_float32_plus_half_a_point(
     refs = make_accuracy_set(clips)
     assert len(refs) == 240
     names = sorted(refs)
+    if os.environ.get("OVBATCH_TEST_ACCURACY") != "full":
+        names = names[::3]
     references = [refs[n] for n in names]
     keyring = Keyring.load(Path(whisper_home["OVBATCH_KEYRING"]))
     registry = Registry(open_store(whisper_home["OVBATCH_STORAGE_URL"]), keyring)
