@@ -39,7 +39,8 @@ class _WithCompare(click.Command):
     def invoke(self, ctx: click.Context) -> Any:
         rest = ctx.meta.pop("ovbatch.compare", None)
         if rest is not None:
-            with compare.make_context("ovbatch benchmark compare", rest, parent=ctx) as sub:
+            # a child of ``ovbatch`` named "benchmark compare": its usage line has no [MODEL] in it
+            with compare.make_context("benchmark compare", rest, parent=ctx.parent or ctx) as sub:
                 return compare.invoke(sub)
         return super().invoke(ctx)
 
@@ -228,6 +229,8 @@ def _runs_from(ctx: click.Context, settings: Any, source: str) -> list[dict[str,
                 if isinstance(data, dict) and "run_id" in data and "config" in data:
                     runs.append(data)
         return runs
+    if "/" in source or source.endswith(".json"):
+        raise click.ClickException(f"{source}: no such run file or folder")
     from ovbatch.cli.batch import batch_store, summary_or_fail
     from ovbatch.tasks.benchmark.batch import load_runs
 
