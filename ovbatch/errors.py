@@ -43,6 +43,18 @@ class ObjectExists(StorageError):
     """Raised when a create-only write finds the key already there."""
 
 
+class TransientStorageError(StorageError):
+    """Raised when storage still fails after its retries with an error that passes (throttling, HTTP 5xx,
+    a reset connection, a timeout, EIO): the same operation, or the job, may succeed when run again."""
+
+    retryable = True
+
+
+class StorageFullError(StorageError):
+    """Raised when a write finds no space left (ENOSPC) or the quota used up (EDQUOT): nothing partial is
+    left behind, and running it again fails the same way until space is freed."""
+
+
 class KeyringError(OvbatchError):
     """Raised when the keyring file is missing, unreadable, too open or malformed."""
 
@@ -109,3 +121,15 @@ class WrongModelKindError(InputError):
 
 class ModelRetired(RuntimeError):
     """Raised when a job reaches an engine the model cache has just evicted; running the job again reloads it."""
+
+
+class ForgedMessageError(CryptoError):
+    """Raised when a job message has no valid signature: missing, altered, expired or from an unknown key."""
+
+
+class OutsideRootsError(InputError):
+    """Raised when a job names an input or output outside the storage roots its worker allows."""
+
+
+class StaleMessageError(OvbatchError):
+    """Raised when a valid job message names a job its batch has no record of (expired, or lost with Redis)."""

@@ -27,6 +27,8 @@ read: a member path that is absolute or climbs out with ``..``, a member over
 ``max_member_bytes``, or one that decompresses more than ``max_ratio`` times its stored size is a
 problem for that member alone; an archive whose audio adds up to more than ``max_total_bytes`` (or,
 for a compressed tar, whose listing alone would decompress more) is a problem for the archive.
+A file or object whose size is known and over ``max_member_bytes`` is a problem too; a job refuses one
+before reading it (``open_input``), since an S3 object is copied whole to a temp file to be decoded.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ from ovbatch.archives import (
     list_tar,
     list_zip,
     safe_relpath,
+    size_text,
 )
 from ovbatch.errors import BadInputError, OvbatchError
 from ovbatch.storage import ObjectStore, open_store
@@ -58,6 +61,9 @@ ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".ta
 MANIFEST_MARK = "@"
 UPLOADED = "registry:"  # a job's input_url prefix: a content-addressed upload in the registry's storage
 DIGEST_CHUNK_BYTES = 1 << 20
+# The largest single input a job reads: an S3 object is copied whole to a temp file before it is decoded
+# (decoders seek), so a bigger one is refused before a byte of it is read. An archive member's limit.
+MAX_INPUT_BYTES = ArchiveLimits.max_member_bytes
 
 
 @dataclass(frozen=True)
@@ -170,6 +176,10 @@ class _Collector:
 
     def item(self, identity: str, relpath: str, display: str, opener: Callable[[], BinaryIO], size: int | None) -> None:
         if identity in self._sources:
+            return
+        if size is not None and size > self.limits.max_member_bytes:
+            limit = size_text(self.limits.max_member_bytes)
+            self.problem(display, f"{display}: {size_text(size)}, over the limit of {limit} for one input")
             return
         owner = self._relpaths.get(relpath)
         if owner is not None:
@@ -344,10 +354,23 @@ def _walk_audio(top: Path, on_error: Callable[[OSError], None]) -> Iterator[tupl
                 yield path, path.relative_to(top).as_posix()
 
 
-def open_input(registry_store: ObjectStore, url: str, s3_endpoint_url: str | None = None) -> BinaryIO:
-    """A job's input stream: an upload in the registry's storage, or an object where it lies."""
-    from ovbatch.storage import open_object
+def open_input(
+    registry_store: ObjectStore, url: str, s3_endpoint_url: str | None = None, *, max_bytes: int = MAX_INPUT_BYTES
+) -> BinaryIO:
+    """A job's input stream: an upload in the registry's storage, or an object where it lies.
+
+    Its size comes first (HEAD on S3, stat on disk): one over ``max_bytes`` is a ``BadInputError``
+    before any of its bytes is read or copied to a temp file."""
+    from ovbatch.storage import split_url
 
     if url.startswith(UPLOADED):
-        return registry_store.open(url[len(UPLOADED) :])
-    return open_object(url, s3_endpoint_url=s3_endpoint_url)
+        store, key = registry_store, url[len(UPLOADED) :]
+    else:
+        root, key = split_url(url)
+        store = open_store(root, s3_endpoint_url=s3_endpoint_url)
+    size = store.size(key)
+    if size > max_bytes:
+        raise BadInputError(
+            f"{url}: {size_text(size)}, over the limit of {size_text(max_bytes)} for one input; split it into parts"
+        )
+    return store.open(key)

@@ -5,14 +5,15 @@ from __future__ import annotations
 import io
 import os
 import tarfile
+import tempfile
 import zipfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 import pytest
 
-from ovbatch.errors import OvbatchError, StorageError
+from ovbatch.errors import BadInputError, OvbatchError, StorageError
 from ovbatch.inputs import (
     ArchiveLimits,
     InputItem,
@@ -20,9 +21,12 @@ from ovbatch.inputs import (
     content_digest,
     content_key,
     enumerate_inputs,
+    open_input,
     upload_content_addressed,
 )
 from ovbatch.storage import ObjectStore
+from ovbatch.storage.file import FileStore
+from tests.storage.faulty_s3 import FaultyS3
 
 
 def write(path: Path, data: bytes = b"RIFF-not-really") -> Path:
@@ -285,6 +289,55 @@ def test_s3_prefix(s3_store: ObjectStore, s3_endpoint: str) -> None:
     none = enumerate_inputs([f"s3://{bucket}/nothing/here"], s3_endpoint_url=s3_endpoint)
     url = f"s3://{bucket}/nothing/here"
     assert reasons(none) == {url: f"{url}: no such object, and no objects under it as a prefix"}
+
+
+@pytest.fixture
+def faulty(s3_endpoint: str) -> Iterator[FaultyS3]:
+    with FaultyS3(s3_endpoint) as proxy:
+        yield proxy
+
+
+def test_an_s3_input_over_the_limit_is_refused_before_a_byte_is_read(
+    s3_store: ObjectStore, faulty: FaultyS3, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker copies an S3 body to a temp file to decode it: the size is checked first (HEAD)."""
+    from ovbatch.tasks.transcribe.job import seekable
+
+    s3_store.put_bytes("in/big.wav", b"w" * 2000)
+    s3_store.put_bytes("in/small.wav", b"w" * 1000)
+    bucket = s3_store.url.split("/")[2]
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(spool))
+    registry_store = FileStore(tmp_path / "registry")
+    url = f"s3://{bucket}/ovbatch/prefix/in/big.wav"
+    with (
+        pytest.raises(BadInputError, match=f"{url}: 2.0 KiB, over the limit of 1000 bytes for one input"),
+        open_input(registry_store, url, faulty.url, max_bytes=1000) as raw,
+        seekable(raw),
+    ):
+        pass
+    assert faulty.count("HEAD") == 1 and faulty.count("GET") == 0, faulty.seen
+    assert list(spool.iterdir()) == [], "nothing may be spooled"
+    with open_input(registry_store, url.replace("big", "small"), faulty.url, max_bytes=1000) as raw:
+        assert raw.read() == b"w" * 1000
+    registry_store.put_bytes("inputs/sha256/ab/abc", b"u" * 1001)
+    with pytest.raises(BadInputError, match="registry:inputs/sha256/ab/abc: 1001 bytes, over the limit of 1000 bytes"):
+        open_input(registry_store, "registry:inputs/sha256/ab/abc", max_bytes=1000)
+
+
+def test_an_input_over_the_limit_is_a_problem_when_listed(s3_store: ObjectStore, s3_endpoint: str, tree: Path) -> None:
+    s3_store.put_bytes("in/big.wav", b"w" * 2000)
+    bucket = s3_store.url.split("/")[2]
+    url = f"s3://{bucket}/ovbatch/prefix/in/big.wav"
+    write(tree / "big.wav", b"w" * 2000)
+    limits = ArchiveLimits(max_member_bytes=1000)
+    found = enumerate_inputs([url, "big.wav", "archive"], s3_endpoint_url=s3_endpoint, limits=limits)
+    assert reasons(found) == {
+        url: f"{url}: 2.0 KiB, over the limit of 1000 bytes for one input",
+        "big.wav": "big.wav: 2.0 KiB, over the limit of 1000 bytes for one input",
+    }
+    assert sorted(relpaths(found)) == ["calls/2024/a.wav", "calls/2024/b.FLAC", "calls/c.mp3"], "the others are listed"
 
 
 # --- content addressing -------------------------------------------------------------------------

@@ -2,13 +2,23 @@
 
 Versions are immutable. A new version is first reserved with a create-only write, so two
 concurrent imports of one name never write the same version's files.
+
+Because they are, a registry keeps the manifests it has verified: a worker whose model is in memory
+goes on running jobs for ``name@N`` while storage is down. Only a manifest's wrapped key ever changes
+(``keys rotate``), and a kept one whose key the keyring no longer opens is read again. ``name`` alone
+is resolved by a listing at most ``newest_ttl_s`` old, or the last one while storage is unreachable.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import json
+import logging
+import threading
+import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from functools import partial
@@ -18,19 +28,36 @@ from typing import Any
 from ovbatch.crypto import envelope
 from ovbatch.crypto.keyring import Keyring
 from ovbatch.crypto.stream import DEFAULT_CHUNK_LOG2, FileContext, encrypt_chunks
-from ovbatch.errors import InputError, IntegrityError, ModelNotFound, ObjectExists, ObjectNotFound, VersionExists
+from ovbatch.errors import (
+    CryptoError,
+    InputError,
+    IntegrityError,
+    ModelNotFound,
+    ObjectExists,
+    ObjectNotFound,
+    StorageError,
+    VersionExists,
+)
 from ovbatch.registry import refs, sources
 from ovbatch.registry.irio import model_io
 from ovbatch.registry.refs import ModelRef
 from ovbatch.storage import ObjectStore
 
 MANIFEST_FORMAT = 1
+MANIFESTS_KEPT = 128  # verified manifests of pinned versions, least recently used dropped first
+NEWEST_TTL_S = 30.0  # how long ``name`` keeps resolving to the newest version a listing found
+
+log = logging.getLogger(__name__)
 
 
 class Registry:
-    def __init__(self, store: ObjectStore, keyring: Keyring):
+    def __init__(self, store: ObjectStore, keyring: Keyring, *, newest_ttl_s: float = NEWEST_TTL_S):
         self.store = store
         self.keyring = keyring
+        self.newest_ttl_s = newest_ttl_s
+        self._manifests: OrderedDict[ModelRef, dict[str, Any]] = OrderedDict()
+        self._newest: dict[str, tuple[float, str]] = {}  # name -> (monotonic time it was listed, version)
+        self._cache_lock = threading.Lock()
 
     # -- reading -------------------------------------------------------------------------
     def names(self) -> list[str]:
@@ -46,31 +73,96 @@ class Registry:
         return sorted(found, key=int)
 
     def resolve(self, ref: ModelRef) -> ModelRef:
-        """``name`` -> ``name@newest``; checks that the version exists."""
+        """``name`` -> ``name@newest`` (see the module docstring); ``name@N``: checks that it exists."""
+        if ref.version is None:
+            return ModelRef(ref.name, self._newest_version(ref.name))
         versions = self.versions(ref.name)
         if not versions:
             raise ModelNotFound(f"model {ref.name!r} is not in the registry at {self.store.url}")
-        if ref.version is None:
-            return ModelRef(ref.name, versions[-1])
         if ref.version not in versions:
             raise ModelNotFound(f"{ref} is not in the registry (versions: {', '.join(versions)})")
         return ref
 
+    def _newest_version(self, name: str) -> str:
+        now = time.monotonic()
+        with self._cache_lock:
+            known = self._newest.get(name)
+        if known is not None and now - known[0] < self.newest_ttl_s:
+            return known[1]
+        try:
+            versions = self.versions(name)
+        except StorageError as exc:
+            if known is None:
+                raise
+            log.warning(
+                "registry %s unreachable (%s): %s resolves to version %s, listed %.0f s ago",
+                self.store.url, exc, name, known[1], now - known[0],
+            )  # fmt: skip
+            return known[1]
+        with self._cache_lock:
+            if versions:
+                self._newest[name] = (now, versions[-1])
+            else:
+                self._newest.pop(name, None)
+        if not versions:
+            raise ModelNotFound(f"model {name!r} is not in the registry at {self.store.url}")
+        return versions[-1]
+
     def manifest(self, ref: ModelRef, *, verify_mac: bool = True) -> dict[str, Any]:
-        ref = self.resolve(ref)
+        """The manifest of ``ref`` (``name`` alone: its newest version).
+
+        With ``verify_mac``, its wrapped key opens with the keyring and its MAC holds; it is then kept
+        and served again without touching storage, checked against the keyring each time: one that no
+        longer opens (its key was rotated away) is read again, once. Without, it is read as stored now.
+        """
+        ref = self.resolve(ref) if ref.version is None else ref
+        if not verify_mac:
+            return self._read_manifest(ref)
+        with self._cache_lock:
+            kept = self._manifests.get(ref)
+            if kept is not None:
+                self._manifests.move_to_end(ref)
+        if kept is not None:
+            try:
+                envelope.check_manifest(kept, envelope.unwrap(self.keyring, kept))
+                return copy.deepcopy(kept)
+            except CryptoError as exc:
+                log.info("%s: the kept manifest does not open any more (%s); reading it again", ref, exc)
+        manifest = self._read_manifest(ref)
+        envelope.check_manifest(manifest, envelope.unwrap(self.keyring, manifest))
+        self._keep(ref, manifest)
+        return copy.deepcopy(manifest)
+
+    def _read_manifest(self, ref: ModelRef) -> dict[str, Any]:
         assert ref.version is not None
         try:
             raw = self.store.get_bytes(refs.manifest_key(ref.name, ref.version))
-            manifest = json.loads(raw)
         except ObjectNotFound:
-            raise ModelNotFound(f"{ref} is not in the registry at {self.store.url}") from None
+            raw = None
+        if raw is None:
+            self.resolve(ref)  # names the versions there are
+            raise ModelNotFound(f"{ref} is not in the registry at {self.store.url}")
+        try:
+            manifest = json.loads(raw)
         except ValueError:
             raise IntegrityError(f"{ref}: manifest.json is not valid JSON (tampered or corrupt)") from None
+        if not isinstance(manifest, dict):
+            raise IntegrityError(f"{ref}: manifest.json is not a JSON object (tampered or corrupt)")
         if manifest.get("name") != ref.name or manifest.get("version") != ref.version:
             raise IntegrityError(f"{ref}: manifest.json belongs to {manifest.get('name')}@{manifest.get('version')}")
-        if verify_mac:
-            envelope.check_manifest(manifest, envelope.unwrap(self.keyring, manifest))
         return manifest
+
+    def _keep(self, ref: ModelRef, manifest: dict[str, Any]) -> None:
+        with self._cache_lock:
+            self._manifests[ref] = copy.deepcopy(manifest)
+            self._manifests.move_to_end(ref)
+            while len(self._manifests) > MANIFESTS_KEPT:
+                self._manifests.popitem(last=False)
+
+    def _forget(self, ref: ModelRef) -> None:
+        with self._cache_lock:
+            self._newest.pop(ref.name, None)
+            self._manifests.pop(ref, None)
 
     def data_key(self, manifest: dict[str, Any]) -> bytes:
         key = envelope.unwrap(self.keyring, manifest)
@@ -174,6 +266,7 @@ class Registry:
         except BaseException:
             self._delete_prefix(refs.version_prefix(name, version))
             raise
+        self._forget(ModelRef(name, version))  # ``name`` now means this version
         self.store.delete(refs.reservation_key(name, version))
         return manifest
 
@@ -232,6 +325,7 @@ class Registry:
         ref = self.resolve(ref)
         assert ref.version is not None
         # the manifest goes first: from then on the version is gone for every reader
+        self._forget(ref)
         self.store.delete(refs.manifest_key(ref.name, ref.version))
         self._delete_prefix(refs.version_prefix(ref.name, ref.version))
 
@@ -241,10 +335,13 @@ class Registry:
 
     def rewrap(self, ref: ModelRef) -> None:
         """Wrap this version's data key with the keyring's active key; the data is untouched."""
-        manifest = self.manifest(ref)
+        ref = self.resolve(ref) if ref.version is None else ref
+        manifest = self._read_manifest(ref)  # as stored now, never a kept copy
         data_key = envelope.unwrap(self.keyring, manifest)
+        envelope.check_manifest(manifest, data_key)
         manifest.update(envelope.wrap(self.keyring, data_key, manifest["name"], manifest["version"]))
         self.store.put_bytes(refs.manifest_key(manifest["name"], manifest["version"]), _dump(manifest))
+        self._keep(ref, manifest)
 
 
 class _MemoryReader:

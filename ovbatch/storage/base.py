@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import io
+import random
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from typing import Any, BinaryIO
 
 # Chunks of this size move between storage and the caller; a multi-GB object never sits in memory whole.
 STREAM_CHUNK_BYTES = 8 << 20
+
+
+def backoff_s(attempt: int, base_s: float = 0.1, cap_s: float = 5.0) -> float:
+    """The pause before retry ``attempt`` (1, 2, ...): exponential with full jitter, so that workers
+    that failed together do not all come back together."""
+    return random.uniform(0.0, min(cap_s, base_s * 2 ** (attempt - 1)))
 
 
 class ObjectStore(ABC):
