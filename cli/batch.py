@@ -13,6 +13,7 @@ import click
 
 from ovbatch import kinds
 from ovbatch.batches import BatchStore, RedisBatchStore
+from ovbatch.crypto.keyring import Keyring
 from ovbatch.errors import ConfigError
 from ovbatch.kinds import JobKind
 from ovbatch.registry.registry import Registry
@@ -47,8 +48,42 @@ def batch_store(ctx: click.Context) -> RedisBatchStore:
 def summary_or_fail(store: BatchStore, batch_id: str) -> dict[str, Any]:
     s = store.summary(batch_id)
     if s is None:
-        raise click.ClickException(f"batch {batch_id!r} is not known to this Redis (batches expire after 30 days)")
+        raise click.ClickException(
+            f"batch {batch_id!r} is not known to this Redis (batches expire after 30 days; a Redis restarted "
+            "without persistence loses them: submit the same command again, finished outputs are skipped)"
+        )
     return s
+
+
+def lost_in(store: RedisBatchStore, batch_id: str, kind: JobKind) -> list[str]:
+    """The batch's open jobs that no message in Redis and no worker stands for (workers/redeliver.py)."""
+    from ovbatch.workers.redeliver import lost_jobs
+
+    return lost_jobs(store.client, store, batch_id, lambda spec: kind.queue(str(spec.get("device", "CPU"))))
+
+
+def stall_check(store: RedisBatchStore, batch_id: str, kind: JobKind) -> Callable[[dict[str, Any]], None]:
+    """For ``follow``: when a batch stops moving, say why it cannot end (lost jobs, no worker)."""
+    from ovbatch.workers.presence import live_workers
+
+    def check(s: dict[str, Any]) -> None:
+        lost = lost_in(store, batch_id, kind)
+        if lost:
+            raise click.ClickException(
+                f"batch {batch_id} cannot end: {len(lost)} open job(s) have no message in Redis and no worker "
+                f"(lost in a Redis restart?); `ovbatch retry {batch_id}` queues them again"
+            )
+        if s["queued"] and not s["running"]:
+            queues = {kind.queue(str(spec.get("device", "CPU"))) for spec in store.specs(batch_id).values()}
+            serving = {q for w in live_workers(store.client) for q in str(w.get("queue", "")).split(",")}
+            if not queues & serving:
+                click.echo(
+                    f"batch {batch_id}: {s['queued']} job(s) wait on {', '.join(sorted(queues))}, which no live "
+                    "worker serves; start one (`ovbatch worker --device ...`) or cancel the batch",
+                    err=True,
+                )
+
+    return check
 
 
 def print_outcome(store: BatchStore, batch_id: str, s: dict[str, Any]) -> None:
@@ -77,10 +112,11 @@ def submit_batch(
     if client is None:
         _run_embedded(ctx, settings, kind, planner, out, device)
         return
+    keyring = Keyring.load(settings.keyring_path)  # signs the messages: checked before anything is recorded
     registry = open_registry(ctx, need_keyring=False)
     store = RedisBatchStore(client)
     sub = _record(settings, kind, planner, registry, store, out)
-    enqueue(settings, kind, sub.queued)
+    enqueue(settings, kind, sub.queued, keyring)
     click.echo(
         f"batch {sub.batch_id}: {len(sub.queued)} queued on {device}, {sub.skipped} already done, "
         f"{sub.failed} failed at submission; follow it with `ovbatch watch {sub.batch_id}`"
@@ -91,7 +127,7 @@ def submit_batch(
             f"`ovbatch worker --device {device} --kinds {kind.name}` take them"
         )
     if wait:
-        s = follow(lambda: store.summary(sub.batch_id), sub.batch_id)
+        s = follow(lambda: store.summary(sub.batch_id), sub.batch_id, stalled=stall_check(store, sub.batch_id, kind))
         print_outcome(store, sub.batch_id, s)
         if s["failed"]:
             ctx.exit(1)
@@ -112,13 +148,19 @@ def _record(
     return sub
 
 
-def enqueue(settings: Settings, kind: JobKind, jobs: list[Any]) -> None:
+def enqueue(settings: Settings, kind: JobKind, jobs: list[Any], keyring: Keyring) -> None:
+    """Queue ``jobs``, each message signed with the keyring (workers run nothing else: crypto/signing.py)."""
+    from ovbatch.crypto import signing
     from ovbatch.workers.app import make_app
 
     app = make_app(settings)
     for job in jobs:
+        payload = job.to_json()
         app.send_task(
-            kind.task_name, args=[job.to_json()], queue=kind.queue(job.device), task_id=f"{job.batch_id}.{job.job_id}"
+            kind.task_name,
+            args=[payload, signing.sign(keyring, kind.task_name, payload)],
+            queue=kind.queue(job.device),
+            task_id=f"{job.batch_id}.{job.job_id}",
         )
 
 
@@ -168,8 +210,11 @@ def _run_embedded(
 def watch(ctx: click.Context, batch_id: str) -> None:
     """Follow BATCH_ID's progress live (reattaches to a batch started anywhere)."""
     store = batch_store(ctx)
-    summary_or_fail(store, batch_id)
-    print_outcome(store, batch_id, follow(lambda: store.summary(batch_id), batch_id))
+    s = summary_or_fail(store, batch_id)
+    kind = kinds.get(s["meta"].get("kind", "transcribe"))
+    print_outcome(
+        store, batch_id, follow(lambda: store.summary(batch_id), batch_id, stalled=stall_check(store, batch_id, kind))
+    )
 
 
 @click.command()
@@ -227,8 +272,10 @@ def cancel(ctx: click.Context, batch_id: str) -> None:
 @click.pass_context
 @clean_errors
 def retry(ctx: click.Context, batch_id: str) -> None:
-    """Queue BATCH_ID's failed (not bad-input) and cancelled jobs again."""
+    """Queue BATCH_ID's failed (not bad-input) and cancelled jobs again, and open jobs whose messages
+    were lost (a Redis restart)."""
     settings = settings_of(ctx)
+    keyring = Keyring.load(settings.keyring_path)
     store = batch_store(ctx)
     s = summary_or_fail(store, batch_id)
     kind = kinds.get(s["meta"].get("kind", "transcribe"))  # batches from before job kinds were transcriptions
@@ -238,6 +285,7 @@ def retry(ctx: click.Context, batch_id: str) -> None:
         for jid, r in store.jobs(batch_id).items()
         if (r["status"] == "failed" and r.get("retryable")) or r["status"] == "cancelled"
     ]
+    again += lost_in(store, batch_id, kind)
     again = [jid for jid in again if jid in specs]
     if not again:
         click.echo(f"batch {batch_id}: nothing to retry (bad-input failures are never retried)")
@@ -247,7 +295,7 @@ def retry(ctx: click.Context, batch_id: str) -> None:
     for jid in again:
         jobs.append(kind.spec.from_json(specs[jid]))
         store.set_job(batch_id, jid, {**store.jobs(batch_id)[jid], "status": "queued", "error": None})
-    enqueue(settings, kind, jobs)
+    enqueue(settings, kind, jobs, keyring)
     click.echo(f"batch {batch_id}: {len(again)} file(s) queued again")
 
 

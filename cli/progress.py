@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -43,10 +44,24 @@ def describe(s: dict[str, Any], now: float) -> str:
     )
 
 
+LOST_RECORD = (
+    "batch {batch_id}: its record is gone from Redis (restarted without persistence, flushed, or expired); "
+    "submit the same command again: jobs whose outputs are already written are skipped"
+)
+
+
 def follow(
-    get_summary: Callable[[], dict[str, Any] | None], batch_id: str, poll_s: float = 0.5, console: Console | None = None
+    get_summary: Callable[[], dict[str, Any] | None],
+    batch_id: str,
+    poll_s: float = 0.5,
+    console: Console | None = None,
+    stalled: Callable[[dict[str, Any]], None] | None = None,
+    stall_s: float = 30.0,
 ) -> dict[str, Any]:
-    """Show a live progress bar until the batch ends; works for any batch, started anywhere."""
+    """Show a live progress bar until the batch ends; works for any batch, started anywhere.
+
+    A batch that cannot end is said so, not waited for: its record lost (``click.ClickException``), or
+    what ``stalled(summary)`` finds (it raises) once nothing has moved for ``stall_s``."""
     console = console or Console(stderr=True)
     columns = (
         TextColumn(f"[bold]{batch_id}"),
@@ -57,12 +72,19 @@ def follow(
     )
     with Progress(*columns, console=console, transient=False) as bar:
         task = bar.add_task("", total=None)
+        last, moved = None, time.monotonic()
         while True:
             s = get_summary()
             if s is None:
-                raise KeyError(batch_id)
+                raise click.ClickException(LOST_RECORD.format(batch_id=batch_id))
             finished = s["done"] + s["failed"] + s["skipped"] + s["cancelled"]
             bar.update(task, total=s["total"], completed=finished, description=describe(s, time.time()))
             if s.get("ended_s"):
                 return s
+            state = (finished, s["running"], s["units"], s.get("work"), s.get("stage"))
+            if state != last:
+                last, moved = state, time.monotonic()
+            elif stalled is not None and time.monotonic() - moved > stall_s:
+                stalled(s)
+                moved = time.monotonic()
             time.sleep(poll_s)

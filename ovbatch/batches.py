@@ -21,7 +21,10 @@ BATCH_TTL_S = 30 * 24 * 3600
 
 # KEYS: batch hash, jobs hash.  ARGV: job id, record JSON, now.
 # "done" and "skipped" are final: a late duplicate delivery can't turn them into anything else.
+# A batch whose hash is gone (expired, or lost with a Redis restart without persistence) is not
+# recreated from one job's update, without its total: the update is refused with "lost".
 _SET_JOB = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 'lost' end
 local old = redis.call('HGET', KEYS[2], ARGV[1])
 local new = cjson.decode(ARGV[2])
 local before = false
@@ -64,7 +67,8 @@ class BatchStore(ABC):
 
     @abstractmethod
     def set_job(self, batch_id: str, job_id: str, record: dict[str, Any]) -> str:
-        """Store a job's record; return its previous status, or "finished" if this ended the batch."""
+        """Store a job's record; return its previous status, "finished" if this ended the batch, or
+        "lost" if the batch has no record any more (nothing is stored then)."""
 
     @abstractmethod
     def summary(self, batch_id: str) -> dict[str, Any] | None: ...
@@ -162,6 +166,10 @@ class RedisBatchStore(BatchStore):
         raw = self.client.hgetall(self._keys(batch_id)[1])
         return {k.decode(): json.loads(v) for k, v in raw.items()}
 
+    def job(self, batch_id: str, job_id: str) -> dict[str, Any] | None:
+        raw = self.client.hget(self._keys(batch_id)[1], job_id)
+        return json.loads(raw) if raw is not None else None
+
     def specs(self, batch_id: str) -> dict[str, dict[str, Any]]:
         raw = self.client.hgetall(f"{self._keys(batch_id)[0]}:specs")
         return {k.decode(): json.loads(v) for k, v in raw.items()}
@@ -213,6 +221,8 @@ class MemoryBatchStore(BatchStore):
 
     def set_job(self, batch_id: str, job_id: str, record: dict[str, Any]) -> str:
         with self._lock:
+            if batch_id not in self._batches:
+                return "lost"
             fields, jobs = self._batches[batch_id], self._jobs[batch_id]
             before = jobs.get(job_id, {}).get("status")
             if before in ("done", "skipped") and record["status"] != before:

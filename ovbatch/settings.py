@@ -12,6 +12,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from ovbatch.errors import ConfigError
+from ovbatch.roots import Roots
 
 # The embedded single-machine default: everything under ./.ovbatch in the working directory.
 DEFAULT_HOME = ".ovbatch"
@@ -73,6 +74,19 @@ class Settings:
     # more errors), the plugin's default (bf16 on CPUs with AVX-512 BF16) for quantized ones (as
     # accurate and faster); "device": the plugin's default for all. See tasks/transcribe/precision.py
     whisper_precision: str = "auto"
+    # where workers may read inputs and write outputs (ovbatch/roots.py); empty: anywhere
+    allowed_roots: Roots = Roots()
+    # a signed job message older than this is refused (ovbatch/crypto/signing.py): the batch
+    # record's lifetime, so any job still recorded can run, and `retry` signs fresh ones
+    message_max_age_s: int = 30 * 24 * 3600
+    # SIGTERM (scale-in, deploys): running jobs get this long to finish before they stop and go back
+    # to the queue; the supervisor's grace period (k8s terminationGracePeriodSeconds, systemd
+    # TimeoutStopSec) must exceed it
+    stop_grace_s: int = 600
+    # a message held by a worker that died (its job lock lapsed, its presence gone) goes back to its
+    # queue once it was delivered this long ago (workers/redeliver.py); the visibility timeout stays
+    # the last resort
+    redeliver_after_s: int = 30
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, cwd: Path | None = None) -> Settings:
@@ -93,6 +107,9 @@ class Settings:
                 ("max_image_side", cls.max_image_side),
                 ("max_image_steps", cls.max_image_steps),
                 ("image_pipelines", cls.image_pipelines),
+                ("message_max_age_s", cls.message_max_age_s),
+                ("stop_grace_s", cls.stop_grace_s),
+                ("redeliver_after_s", cls.redeliver_after_s),
             )
         }
         if numbers["job_time_limit_s"] >= numbers["visibility_timeout_s"]:
@@ -126,6 +143,10 @@ class Settings:
             max_image_steps=int(numbers["max_image_steps"]),
             image_pipelines=int(numbers["image_pipelines"]),
             whisper_precision=whisper_precision,
+            allowed_roots=Roots.parse(env.get("OVBATCH_ALLOWED_ROOTS")),
+            message_max_age_s=int(numbers["message_max_age_s"]),
+            stop_grace_s=int(numbers["stop_grace_s"]),
+            redeliver_after_s=int(numbers["redeliver_after_s"]),
         )
 
     def masked(self) -> dict[str, str]:
@@ -146,4 +167,8 @@ class Settings:
             "max_image_steps": str(self.max_image_steps),
             "image_pipelines": str(self.image_pipelines),
             "whisper_precision": self.whisper_precision,
+            "allowed_roots": ",".join(self.allowed_roots.prefixes) or "(any)",
+            "message_max_age_s": str(self.message_max_age_s),
+            "stop_grace_s": str(self.stop_grace_s),
+            "redeliver_after_s": str(self.redeliver_after_s),
         }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import uuid
 from collections.abc import Iterator
@@ -109,7 +110,9 @@ def whisper_base_ct2() -> Path:
     return fetch_whisper_base(CACHE / "models" / "whisper-base-ct2")
 
 
-REDIS_TEST_DB = 13  # tests own this Redis database and flush it before and after each test
+# tests own this Redis database and flush it before and after each test (another number lets two
+# test runs share one Redis)
+REDIS_TEST_DB = int(os.environ.get("OVBATCH_TEST_REDIS_DB", "13"))
 
 
 @pytest.fixture

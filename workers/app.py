@@ -61,5 +61,8 @@ def make_app(settings: Settings) -> Celery:
         broker_connection_retry_on_startup=True,
         task_default_queue=queue_for("CPU"),
         task_create_missing_queues=True,
+        # no remote control: anyone who can write to Redis (or reach Flower) could otherwise shut
+        # workers down or change their pools; ovbatch's own view of workers is workers/presence.py
+        worker_enable_remote_control=False,
     )
     return app

@@ -6,8 +6,10 @@ OpenVINO is not fork-safe. Jobs running at once share the compiled model through
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
+import threading
 
 import redis as redis_lib
 from celery.signals import worker_shutting_down
@@ -23,8 +25,11 @@ from ovbatch.storage import open_store
 from ovbatch.workers.app import make_app
 from ovbatch.workers.cache import ModelCache
 from ovbatch.workers.presence import Beat
+from ovbatch.workers.redeliver import Redeliverer, RedeliveryLoop
 from ovbatch.workers.runtime import WorkerContext
 from ovbatch.workers.tasks import bind_context, register
+
+log = logging.getLogger(__name__)
 
 
 def parse_cpus(text: str) -> list[int]:
@@ -138,12 +143,28 @@ def run_worker(
     assert ctx.redis is not None
     beat = Beat(ctx.redis, ctx, queue)
     ctx.after_job = beat.now  # `ovbatch workers` sees each finished job at once
+    assert isinstance(ctx.batches, RedisBatchStore)
+    redelivery = RedeliveryLoop(Redeliverer(ctx.redis, ctx.batches, settings.redeliver_after_s))
+    if not settings.allowed_roots.restricted:
+        log.warning(
+            "OVBATCH_ALLOWED_ROOTS is not set: this worker reads inputs from and writes outputs to any path "
+            "its credentials reach (signed jobs only); set it to the storage prefixes your batches use"
+        )
 
     def stop_jobs(**_: object) -> None:
-        # Celery's warm shutdown (SIGTERM) waits for running jobs, which may take hours, and a
-        # supervisor's SIGKILL after its grace period leaves them for the visibility timeout. Running
-        # jobs stop at their next block of audio instead, and their messages go back to the queue.
-        ctx.stopping.set()
+        # Celery's warm shutdown (SIGTERM: scale-in, a deploy) takes no new job and waits for the
+        # running ones. They get OVBATCH_STOP_GRACE_S to finish (a job restarted elsewhere starts from
+        # zero, so a long file could loop for ever while workers scale in and out); past it they stop
+        # at their next block and their messages go back to the queue, before the supervisor's SIGKILL.
+        if ctx.running:
+            log.warning(
+                "stopping: %d running job(s) get up to %d s to finish (OVBATCH_STOP_GRACE_S)",
+                len(ctx.running),
+                settings.stop_grace_s,
+            )
+        timer = threading.Timer(settings.stop_grace_s, ctx.stopping.set)
+        timer.daemon = True
+        timer.start()
 
     worker_shutting_down.connect(stop_jobs, weak=False)
     try:
@@ -160,4 +181,5 @@ def run_worker(
             ]
         )
     finally:
+        redelivery.stop()
         beat.stop()

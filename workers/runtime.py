@@ -10,11 +10,15 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
+
+from redis.exceptions import BusyLoadingError, RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ovbatch import inputs, kinds
-from ovbatch.batches import BatchStore
-from ovbatch.errors import BadMessageError, ModelRetired, WorkerStopping
+from ovbatch.batches import FINAL, BatchStore
+from ovbatch.errors import BadMessageError, ModelRetired, OutsideRootsError, StaleMessageError, WorkerStopping
 from ovbatch.jobs import JobEnv, JobSpec, Outcome, record
 from ovbatch.kinds import EngineLoad, JobKind, Loaded
 from ovbatch.registry.refs import ModelRef
@@ -26,6 +30,12 @@ from ovbatch.workers.gate import RunGate
 
 log = logging.getLogger(__name__)
 LOCK_TTL_S = 15  # refreshed every few seconds while the job runs; a SIGKILLed worker's lock lapses
+REDIS_OUTAGE_S = 120.0  # a job's record updates wait this long for Redis to come back (a restart)
+T = TypeVar("T")
+
+
+# delete the lock only if this worker still holds it
+_RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 
 
 class JobLocked(Exception):
@@ -44,6 +54,7 @@ class WorkerContext:
     redis: Any = None  # None in embedded mode: no locks needed, one process
     cpus: list[int] | None = None
     jobs_done: int = 0
+    refused: int = 0  # messages dropped: forged, altered, expired, or of no recorded batch
     compile_config: dict[str, Any] = field(default_factory=dict)
     after_job: Callable[[], None] = lambda: None
     batch_files: int = 8  # jobs run at once in threads (transcription batches them: tasks/transcribe/batcher.py)
@@ -56,6 +67,8 @@ class WorkerContext:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def store(self, url: str) -> ObjectStore:
+        """The store of an output folder, under the worker's storage roots (ovbatch/roots.py)."""
+        self.settings.allowed_roots.check(url, "output folder")
         with self._lock:
             if url not in self._stores:
                 self._stores[url] = open_store(url, s3_endpoint_url=self.settings.s3_endpoint_url)
@@ -95,10 +108,15 @@ class WorkerContext:
             loaded, _hit = self.cache.get_or_load(key, f"{ref}@{device}", load)
         return loaded.engine
 
+    def open_input(self, registry_store: ObjectStore, url: str) -> Any:
+        """An input stream, only from under the worker's storage roots (the registry's uploads always)."""
+        self.settings.allowed_roots.check(url, "input")
+        return inputs.open_input(registry_store, url, self.settings.s3_endpoint_url)
+
     def job_env(self, kind: JobKind, batch_id: str) -> JobEnv:
         registry_store = self.registry.store
         return JobEnv(
-            open_input=lambda url: inputs.open_input(registry_store, url, self.settings.s3_endpoint_url),
+            open_input=lambda url: self.open_input(registry_store, url),
             out_store=self.store,
             engine_for=lambda job: self.engine(kind, job.model, job.device, kind.engine_options(job)),
             is_cancelled=self.batches.is_cancelled,
@@ -122,17 +140,27 @@ class WorkerContext:
             self.running.add(job_id)
 
     def refresh_lock(self) -> None:
+        """Keep the running jobs' locks alive; one lost in a Redis restart is taken again (a lock another
+        worker holds now is left alone and logged: both runs write the same outputs)."""
         with self._lock:
             running = list(self.running)
+        if self.redis is None:
+            return
         for job_id in running:
-            if self.redis is not None:
-                self.redis.expire(self._lock_key(job_id), LOCK_TTL_S)
+            key = self._lock_key(job_id)
+            if self.redis.set(key, self.hostname, nx=True, ex=LOCK_TTL_S):
+                continue
+            owner = self.redis.get(key)
+            if owner is None or owner.decode() == self.hostname:
+                self.redis.expire(key, LOCK_TTL_S)
+            else:
+                log.warning("job %s: its lock is now held by %s", job_id, owner.decode())
 
     def release(self, job_id: str) -> None:
         with self._lock:
             self.running.discard(job_id)
         if self.redis is not None:
-            self.redis.delete(self._lock_key(job_id))
+            self.redis.eval(_RELEASE, 1, self._lock_key(job_id), self.hostname)
 
 
 def process_job(ctx: WorkerContext, kind: JobKind | str, payload: Any, attempt: int = 1) -> dict[str, Any]:
@@ -143,20 +171,50 @@ def process_job(ctx: WorkerContext, kind: JobKind | str, payload: Any, attempt: 
     except BadMessageError as exc:
         refuse_message(ctx, kind, payload, exc)
         raise
-    ctx.acquire(job.job_id)
+    if ctx.redis is not None:
+        earlier = redis_retry(lambda: ctx.batches.job(job.batch_id, job.job_id))
+        if earlier is None:
+            raise StaleMessageError(f"{job.display}: batch {job.batch_id} has no record of job {job.job_id}; not run")
+        if earlier.get("status") in FINAL:  # a replayed message, or a redelivery after the ack was lost
+            log.info("job %s (%s) already %s: message dropped", job.job_id, job.display, earlier["status"])
+            return earlier
+    redis_retry(lambda: ctx.acquire(job.job_id))
     try:
         with ctx.gate.hold(kind.exclusive, ctx.stopping.is_set, job.display):
-            ctx.batches.set_job(job.batch_id, job.job_id, record(job, "running", attempts=attempt, worker=ctx.hostname))
+            running = record(job, "running", attempts=attempt, worker=ctx.hostname)
+            redis_retry(lambda: ctx.batches.set_job(job.batch_id, job.job_id, running))
             outcome = _run(ctx, kind, job, attempt)
         rec = record(job, outcome.status, outcome=outcome, attempts=attempt, worker=ctx.hostname, unit=kind.unit.name)
-        if ctx.batches.set_job(job.batch_id, job.job_id, rec) == "finished":
-            finish_batch(ctx.batches, job.batch_id, ctx.store(job.out_url))
+        if redis_retry(lambda: ctx.batches.set_job(job.batch_id, job.job_id, rec)) == "finished":
+            try:
+                finish_batch(ctx.batches, job.batch_id, ctx.store(job.out_url))
+            except Exception:  # the records are complete; `ovbatch status` shows them all
+                log.exception("batch %s ended, but its report could not be written", job.batch_id)
         with ctx._lock:
             ctx.jobs_done += 1
         ctx.after_job()
         return rec
     finally:
-        ctx.release(job.job_id)
+        try:
+            ctx.release(job.job_id)
+        except RedisError:  # the lock expires by itself
+            log.warning("job %s: lock not released (Redis unreachable); it lapses in %d s", job.job_id, LOCK_TTL_S)
+
+
+def redis_retry(call: Callable[[], T], outage_s: float = REDIS_OUTAGE_S) -> T:
+    """``call()``, retried with backoff while Redis is unreachable or loading (a restart), for up to
+    ``outage_s``; then the error goes up and the task hands its message back (workers/tasks.py)."""
+    deadline = time.monotonic() + outage_s
+    delay = 0.2
+    while True:
+        try:
+            return call()
+        except (RedisConnectionError, RedisTimeoutError, BusyLoadingError) as exc:
+            if time.monotonic() + delay > deadline:
+                raise
+            log.warning("Redis unreachable (%s); trying again in %.1f s", exc, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 def refuse_message(ctx: WorkerContext, kind: JobKind, payload: Any, exc: BadMessageError) -> None:
@@ -180,6 +238,11 @@ def refuse_message(ctx: WorkerContext, kind: JobKind, payload: Any, exc: BadMess
 
 
 def _run(ctx: WorkerContext, kind: JobKind, job: JobSpec, attempt: int) -> Outcome:
+    try:
+        ctx.settings.allowed_roots.check(job.out_url, f"{job.display}: output folder")
+    except OutsideRootsError as exc:
+        log.error("job %s refused: %s", job.job_id, exc)
+        return Outcome("failed", error=str(exc))
     env = ctx.job_env(kind, job.batch_id)
     try:
         try:
@@ -187,7 +250,8 @@ def _run(ctx: WorkerContext, kind: JobKind, job: JobSpec, attempt: int) -> Outco
         except ModelRetired:  # evicted between lookup and use: the next lookup loads it again
             return kind.run(job, env)
     except WorkerStopping:  # not over: queued again, and the task hands the message back
-        ctx.batches.set_job(job.batch_id, job.job_id, record(job, "queued", attempts=attempt, worker=ctx.hostname))
+        queued = record(job, "queued", attempts=attempt, worker=ctx.hostname)
+        redis_retry(lambda: ctx.batches.set_job(job.batch_id, job.job_id, queued))
         raise
     except Exception as exc:  # not the input's fault (storage, model, bug): failed, `ovbatch retry` may rerun
         log.exception("job %s (%s) failed", job.job_id, job.display)

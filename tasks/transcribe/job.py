@@ -58,6 +58,13 @@ def watched(blocks: Iterable[np.ndarray], watch: Watch) -> Iterator[np.ndarray]:
         yield block
 
 
+def duration_limit(job: TranscribeJob, env: JobEnv) -> float | None:
+    """The longest audio this job may decode: the worker's OVBATCH_MAX_AUDIO_DURATION_S; a message may
+    ask for less (``--max-duration``), never for more or for none."""
+    limits = [x for x in (job.max_audio_duration_s, getattr(env.settings, "max_audio_duration_s", None)) if x]
+    return min(limits) if limits else None
+
+
 def run(job: TranscribeJob, env: JobEnv) -> Outcome:
     """Transcribe one file. Bad input becomes a failed outcome; infrastructure errors raise, and so
     does ``WorkerStopping`` (the job is not over: it goes back to its queue)."""
@@ -72,7 +79,7 @@ def run(job: TranscribeJob, env: JobEnv) -> Outcome:
     watch = env.watch(job)  # transcription time: a cold model load is not counted
     try:
         with env.open_input(job.input_url) as raw, seekable(raw) as stream:
-            blocks = audio.iter_blocks(stream, job.display, max_duration_s=job.max_audio_duration_s)
+            blocks = audio.iter_blocks(stream, job.display, max_duration_s=duration_limit(job, env))
             check = lambda: watch.check("this file was being transcribed")  # noqa: E731
             transcript = engine.transcribe(watched(blocks, watch), job.options, check=check)
     except InputError as exc:

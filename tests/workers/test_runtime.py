@@ -53,3 +53,63 @@ def test_a_forged_message_changes_no_record(tmp_path: Path) -> None:
         with pytest.raises(BadMessageError):
             process_job(ctx, "txt2img", forged)
     assert (ctx.batches.job("b2", "j2") or {})["status"] == "queued", "a forged message must not fail a real job"
+
+
+def redis_context(tmp_path: Path, redis_url: str, **env: str) -> WorkerContext:
+    import redis
+
+    from ovbatch.batches import RedisBatchStore
+
+    settings = Settings.from_env({"OVBATCH_STORAGE_URL": (tmp_path / "store").as_uri(), **env})
+    client = redis.Redis.from_url(redis_url)
+    return WorkerContext(
+        settings,
+        None,
+        RedisBatchStore(client),
+        None,
+        "CPU",
+        "w@test",
+        ModelCache(1, 1 << 20),
+        redis=client,  # type: ignore[arg-type]
+    )
+
+
+def test_a_replayed_message_of_a_finished_job_runs_nothing(tmp_path: Path, redis_url: str) -> None:
+    """The engine is never asked for (the context has no registry: a run would fail loudly)."""
+    ctx = redis_context(tmp_path, redis_url)
+    message = image_message(batch_id="b3", job_id="j3", out_url=(tmp_path / "out").as_uri() + "/")
+    done = record(None, "done", job_id="j3", display="inline 1 seed 3")
+    ctx.batches.create("b3", {"kind": "txt2img"}, {"j3": done}, {"j3": message})
+    assert process_job(ctx, "txt2img", message)["status"] == "done"
+    assert ctx.batches.job("b3", "j3") == done, "the record must not change"
+    assert not (tmp_path / "out").exists(), "nothing may be written"
+
+
+def test_a_message_of_a_batch_with_no_record_is_refused(tmp_path: Path, redis_url: str) -> None:
+    from ovbatch.errors import StaleMessageError
+
+    ctx = redis_context(tmp_path, redis_url)
+    with pytest.raises(StaleMessageError, match="batch gone has no record of job j4; not run"):
+        process_job(ctx, "txt2img", image_message(batch_id="gone", job_id="j4"))
+    assert ctx.batches.summary("gone") is None, "a job's update must not recreate a lost batch"
+    assert ctx.batches.set_job("gone", "j4", record(None, "done", job_id="j4")) == "lost"
+    assert ctx.batches.summary("gone") is None
+
+
+def test_an_output_outside_the_allowed_roots_fails_alone_before_any_work(tmp_path: Path) -> None:
+    allowed = tmp_path / "allowed"
+    settings = Settings.from_env(
+        {"OVBATCH_STORAGE_URL": (tmp_path / "store").as_uri(), "OVBATCH_ALLOWED_ROOTS": allowed.as_uri()}
+    )
+    ctx = WorkerContext(settings, None, MemoryBatchStore(), None, "CPU", "w@test", ModelCache(1, 1 << 20))  # type: ignore[arg-type]
+    elsewhere = tmp_path / "elsewhere"
+    message = image_message(batch_id="b5", job_id="j5", out_url=elsewhere.as_uri() + "/")
+    ctx.batches.create(
+        "b5", {"kind": "txt2img"}, {"j5": record(None, "queued", job_id="j5", display="x")}, {"j5": message}
+    )
+    rec = process_job(ctx, "txt2img", message)
+    assert rec["status"] == "failed" and not rec["retryable"], rec
+    assert "output folder" in rec["error"] and "outside the storage roots this worker allows" in rec["error"], rec
+    assert not elsewhere.exists(), "neither the output nor the batch report may be written there"
+    with pytest.raises(Exception, match="outside the storage roots"):
+        ctx.open_input(ctx.store(allowed.as_uri() + "/"), (tmp_path / "secret.wav").as_uri())

@@ -63,8 +63,8 @@ class Workers:
             time.sleep(0.3)
         raise AssertionError("worker did not advertise itself within 120 s")
 
-    def log_of(self, i: int) -> str:
-        return next(iter(sorted(self.tmp.glob(f"worker-*-{i}.log")))).read_text()[-3000:]
+    def log_of(self, i: int, tail: int = 3000) -> str:
+        return next(iter(sorted(self.tmp.glob(f"worker-*-{i}.log")))).read_text()[-tail:]
 
     def stop(self) -> None:
         for proc in self.procs:
@@ -179,19 +179,32 @@ def long_clip(path: Path, seconds: int = 60) -> Path:
 def test_sigkilled_worker_job_is_redelivered_and_written_once(
     env: dict[str, str], workers: Workers, tmp_path: Path
 ) -> None:
+    """With the default visibility timeout (hours), the job runs again within about a minute: the
+    live worker sees that no live worker holds it (workers/redeliver.py)."""
+    env.update(OVBATCH_VISIBILITY_TIMEOUT_S="21600", OVBATCH_JOB_TIME_LIMIT_S="600")
     first = workers.start(name="doomed")
+    workers.start(name="rescuer")  # already polling when the other dies, as on a fleet
     clip = long_clip(tmp_path / "long.wav")
     out = tmp_path / "out"
+    client = redis.Redis.from_url(env["OVBATCH_BROKER_URL"])
     bid = batch_id_of(cli(env, "transcribe", str(clip), "--model", "whisper-base", "--out", str(out)).stdout)
-    wait_for(env, bid, lambda s: s["summary"]["running"] == 1, 120)
-    os.kill(first.pid, signal.SIGKILL)
-    first.wait()
+    s = wait_for(env, bid, lambda s: s["summary"]["running"] == 1, 120)
+    holder = next(iter(s["jobs"].values()))["worker"]
+    victim = first if holder.startswith("doomed") else workers.procs[1]
+    os.kill(victim.pid, signal.SIGKILL)
+    killed = time.time()
+    victim.wait()
     assert not list(out.glob("long.*")), "the killed worker should not have finished"
-    workers.start(name="rescuer")
+    s = wait_for(
+        env, bid, lambda s: next(iter(s["jobs"].values())).get("worker") != holder or s["summary"]["ended_s"], 120
+    )
+    again = time.time() - killed
+    assert again < 75, f"the killed worker's job ran again after {again:.0f} s: about a minute at most"
+    assert client.hlen("unacked") <= 1
     s = wait_for(env, bid, lambda s: s["summary"]["ended_s"] is not None, 300)
     assert s["summary"]["done"] == 1, s
     record = next(iter(s["jobs"].values()))
-    assert record["worker"].startswith("rescuer"), record
+    assert record["worker"] != holder and record["status"] == "done", record
     assert sorted(p.name for p in out.iterdir() if p.is_file()) == sorted(
         ["long.txt", "long.srt", "long.vtt", "long.json", f"batch-{bid}.json"]
     )
@@ -311,8 +324,9 @@ def test_cancel_stops_a_running_job_within_seconds(env: dict[str, str], workers:
 def test_sigterm_puts_a_running_job_back_in_its_queue_at_once(
     env: dict[str, str], workers: Workers, tmp_path: Path
 ) -> None:
-    # a visibility timeout far beyond the test: only the worker's own requeue can bring the job back
-    env.update(OVBATCH_VISIBILITY_TIMEOUT_S="3600", OVBATCH_JOB_TIME_LIMIT_S="600")
+    # a visibility timeout far beyond the test: only the worker's own requeue can bring the job back;
+    # no grace: the running job must stop at once (the graceful case is the test below)
+    env.update(OVBATCH_VISIBILITY_TIMEOUT_S="3600", OVBATCH_JOB_TIME_LIMIT_S="600", OVBATCH_STOP_GRACE_S="1")
     first = workers.start(name="leaving")
     clip = very_long_clip(tmp_path / "hours.wav", minutes=10)
     out = tmp_path / "out"
@@ -333,6 +347,31 @@ def test_sigterm_puts_a_running_job_back_in_its_queue_at_once(
     record = next(iter(s["jobs"].values()))
     assert record["status"] == "done" and record["worker"].startswith("next"), record
     assert (out / "hours.txt").is_file()
+
+
+def test_sigterm_lets_a_running_job_finish_within_the_grace_period(
+    env: dict[str, str], workers: Workers, tmp_path: Path
+) -> None:
+    """Scale-in: the leaving worker takes no new job and finishes the one it runs, instead of sending
+    it back to start from zero elsewhere (a long file could loop for ever while workers come and go)."""
+    env.update(OVBATCH_VISIBILITY_TIMEOUT_S="3600", OVBATCH_JOB_TIME_LIMIT_S="600", OVBATCH_STOP_GRACE_S="300")
+    leaving = workers.start(name="leaving")
+    out = tmp_path / "out"
+    first = long_clip(tmp_path / "first.wav", seconds=60)
+    bid = batch_id_of(cli(env, "transcribe", str(first), "--model", "whisper-base", "--out", str(out)).stdout)
+    wait_for(env, bid, lambda s: s["summary"]["running"] == 1, 120)
+    leaving.terminate()
+    later = tmp_path / "later"
+    later.mkdir()
+    (later / "second.wav").write_bytes(first.read_bytes())
+    bid2 = batch_id_of(cli(env, "transcribe", str(later), "--model", "whisper-base", "--out", str(out / "2")).stdout)
+    leaving.wait(timeout=300)
+    s = status(env, bid)
+    record = next(iter(s["jobs"].values()))
+    assert record["status"] == "done" and record["worker"].startswith("leaving") and record["attempts"] == 1, record
+    assert (out / "first.txt").is_file()
+    s2 = status(env, bid2)["summary"]
+    assert (s2["queued"], s2["running"], s2["done"]) == (1, 0, 0), f"a stopping worker takes no new job: {s2}"
 
 
 def test_benchmark_runs_through_a_worker_alone_and_compare_reads_the_batch(
@@ -361,3 +400,159 @@ def test_benchmark_runs_through_a_worker_alone_and_compare_reads_the_batch(
     assert "pid" in runs[0]["machine"]["worker"] and runs[0]["iterations"] >= 4
     compared = cli(env, "benchmark", "compare", bid, "--out", str(tmp_path / "cmp")).stdout
     assert "1.00x" in compared and (tmp_path / "cmp" / "latency.png").is_file(), compared
+
+
+def _message_with(raw: bytes, args: list[Any]) -> bytes:
+    """A copy of a queued Celery message with other task arguments (and its own delivery tag)."""
+    import base64
+    import uuid
+
+    message = json.loads(raw)
+    body = json.loads(base64.b64decode(message["body"]))
+    body[0] = args
+    message["body"] = base64.b64encode(json.dumps(body).encode()).decode()
+    message["properties"]["delivery_tag"] = str(uuid.uuid4())
+    return json.dumps(message).encode()
+
+
+def test_forged_altered_replayed_and_out_of_root_jobs_run_nothing(
+    env: dict[str, str], workers: Workers, tmp_path: Path
+) -> None:
+    from ovbatch.crypto import signing
+    from ovbatch.crypto.keyring import Keyring
+
+    allowed, outside = tmp_path / "allowed", tmp_path / "outside"
+    (allowed / "in").mkdir(parents=True), outside.mkdir()
+    env["OVBATCH_ALLOWED_ROOTS"] = allowed.as_uri()
+    clip = EXAMPLES / "quilter.wav"
+    (allowed / "in" / "quilter.wav").write_bytes(clip.read_bytes())
+    # queued before any worker runs, so the real message can be copied from the queue (local inputs
+    # are uploaded by the client, which may read them: an input outside the roots is test_runtime.py's)
+    a = batch_id_of(
+        cli(env, "transcribe", str(allowed / "in"), "--model", "whisper-base", "--out", str(allowed / "out")).stdout
+    )
+    c = batch_id_of(
+        cli(env, "transcribe", str(allowed / "in"), "--model", "whisper-base", "--out", str(outside / "o")).stdout
+    )
+    client = redis.Redis.from_url(env["OVBATCH_BROKER_URL"])
+    raw = next(m for m in client.lrange("ovbatch.CPU", 0, -1) if f'"id": "{a}.' in m.decode())
+    payload, auth = json.loads(__import__("base64").b64decode(json.loads(raw)["body"]))[0]
+    stolen = (outside / "stolen").as_uri() + "/"
+    intruder = Keyring(tmp_path / "intruder.json")
+    intruder.add_new_key()
+    forged = {
+        "unsigned": [payload, None],
+        "altered": [{**payload, "out_url": stolen}, auth],
+        "limit off": [{**payload, "max_audio_duration_s": 1e9}, auth],
+        "other key": [{**payload, "out_url": stolen}, signing.sign(intruder, "ovbatch.transcribe", payload)],
+        "other task": [payload, signing.sign(Keyring.load(Path(env["OVBATCH_KEYRING"])), "ovbatch.txt2img", payload)],
+    }
+    for args in forged.values():
+        client.lpush("ovbatch.CPU", _message_with(raw, args))
+    worker = workers.start()
+    for bid in (a, c):
+        wait_for(env, bid, lambda s: s["summary"]["ended_s"] is not None, 300)
+    done = status(env, a)
+    record = next(iter(done["jobs"].values()))
+    assert record["status"] == "done" and record["attempts"] == 1, record
+    bad_out = next(iter(status(env, c)["jobs"].values()))
+    assert bad_out["status"] == "failed" and not bad_out["retryable"], bad_out
+    assert "output folder" in bad_out["error"] and "outside the storage roots this worker allows" in bad_out["error"]
+    assert not (outside / "stolen").exists() and not (outside / "o").exists(), (
+        "nothing may be written outside the roots"
+    )
+    # a replay of the real message, word for word, after its job finished: dropped, nothing rewritten
+    written = (allowed / "out" / "quilter.txt").stat().st_mtime_ns
+    client.lpush("ovbatch.CPU", raw)
+    deadline = time.time() + 60
+    while "already done: message dropped" not in workers.log_of(0) and time.time() < deadline:
+        time.sleep(0.5)
+    log = workers.log_of(0, tail=1 << 20)
+    assert "already done: message dropped" in log, log[-3000:]
+    assert log.count("dropped: ") >= len(forged), f"each forged message is dropped with its reason:\n{log}"
+    assert (allowed / "out" / "quilter.txt").stat().st_mtime_ns == written
+    assert next(iter(status(env, a)["jobs"].values()))["attempts"] == 1
+    assert worker.poll() is None, "the worker must survive every refused message"
+
+
+class OwnRedis:
+    """A Redis server of the test's own, to restart at will (the machine's Redis serves other tests)."""
+
+    def __init__(self, folder: Path, persistent: bool):
+        from tests.conftest import free_port
+
+        self.folder, self.persistent, self.port = folder, persistent, free_port()
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        durability = ["--appendonly", "yes", "--appendfsync", "always"] if self.persistent else ["--appendonly", "no"]
+        command = [
+            "redis-server",
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--dir",
+            str(self.folder),
+        ]
+        self.proc = subprocess.Popen([*command, *durability], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            try:
+                redis.Redis.from_url(self.url).ping()
+                return
+            except redis.ConnectionError:
+                time.sleep(0.1)
+        raise AssertionError("the test's Redis did not start")
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+
+
+@pytest.mark.parametrize("persistent", [True, False], ids=["with-aof", "without-persistence"])
+def test_redis_restarted_mid_batch_loses_no_job(
+    env: dict[str, str], workers: Workers, tmp_path: Path, persistent: bool
+) -> None:
+    """Redis killed and started again while a worker runs a batch. With an append-only file, the batch
+    ends with every job done once; without persistence the batch record is gone: `--wait`/`watch` say
+    so, and the same command submitted again finishes the rest (what was written is skipped)."""
+    server = OwnRedis(tmp_path / "redis", persistent)
+    server.start()
+    env.update(OVBATCH_BROKER_URL=server.url, OVBATCH_VISIBILITY_TIMEOUT_S="3600", OVBATCH_JOB_TIME_LIMIT_S="600")
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    for i in range(6):
+        (archive / f"clip{i}.wav").write_bytes((EXAMPLES / "quilter.wav").read_bytes())
+    out = tmp_path / "out"
+    try:
+        workers.start()
+        submit = ("transcribe", str(archive), "--model", "whisper-base", "--out", str(out))
+        bid = batch_id_of(cli(env, *submit).stdout)
+        wait_for(env, bid, lambda s: s["summary"]["running"] >= 1, 120)
+        server.kill()
+        time.sleep(3)
+        server.start()
+        if persistent:
+            s = wait_for(env, bid, lambda s: s["summary"]["ended_s"] is not None, 400)
+            assert s["summary"]["done"] == 6 and s["summary"]["failed"] == 0, s["summary"]
+        else:
+            gone = cli(env, "watch", bid, ok=False).stderr
+            assert "is not known to this Redis" in gone and "submit the same command again" in gone, gone
+            time.sleep(20)  # what was running when Redis went away finishes and writes its outputs
+            again = status(env, batch_id_of(cli(env, *submit, "--wait").stdout))["summary"]
+            assert again["done"] + again["skipped"] == 6 and again["failed"] == 0, again
+        assert len(list(out.glob("clip*.txt"))) == 6, sorted(p.name for p in out.iterdir())
+        assert len(list((out / ".ovbatch" / "jobs").iterdir())) == 6, "each job is written once"
+        assert all(p.poll() is None for p in workers.procs), "the worker must ride out the restart"
+    finally:
+        workers.stop()
+        server.kill()
