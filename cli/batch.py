@@ -62,17 +62,27 @@ def lost_in(store: RedisBatchStore, batch_id: str, kind: JobKind) -> list[str]:
     return lost_jobs(store.client, store, batch_id, lambda spec: kind.queue(str(spec.get("device", "CPU"))))
 
 
-def stall_check(store: RedisBatchStore, batch_id: str, kind: JobKind) -> Callable[[dict[str, Any]], None]:
-    """For ``follow``: when a batch stops moving, say why it cannot end (lost jobs, no worker)."""
+def stall_check(
+    settings: Settings, store: RedisBatchStore, batch_id: str, kind: JobKind
+) -> Callable[[dict[str, Any]], None]:
+    """For ``follow``: when a batch stops moving, find why. Open jobs that no message in Redis and no
+    worker stands for (a Redis crash lost them) are queued again when this client holds the keyring
+    (it signs them), else it says how; queues no live worker serves are said."""
+    from ovbatch.errors import KeyringError
     from ovbatch.workers.presence import live_workers
 
     def check(s: dict[str, Any]) -> None:
         lost = lost_in(store, batch_id, kind)
         if lost:
-            raise click.ClickException(
-                f"batch {batch_id} cannot end: {len(lost)} open job(s) have no message in Redis and no worker "
-                f"(lost in a Redis restart?); `ovbatch retry {batch_id}` queues them again"
-            )
+            try:
+                keyring = Keyring.load(settings.keyring_path)
+            except KeyringError:
+                raise click.ClickException(
+                    f"batch {batch_id} cannot end: {len(lost)} open job(s) have no message in Redis and no worker "
+                    f"(lost in a Redis restart?); `ovbatch retry {batch_id}` (with the keyring) queues them again"
+                ) from None
+            n = requeue(settings, store, batch_id, kind, lost, keyring, reopen=False)
+            click.echo(f"batch {batch_id}: {n} open job(s) had no message in Redis (lost): queued again", err=True)
         if s["queued"] and not s["running"]:
             queues = {kind.queue(str(spec.get("device", "CPU"))) for spec in store.specs(batch_id).values()}
             serving = {q for w in live_workers(store.client) for q in str(w.get("queue", "")).split(",")}
@@ -84,6 +94,31 @@ def stall_check(store: RedisBatchStore, batch_id: str, kind: JobKind) -> Callabl
                 )
 
     return check
+
+
+def requeue(
+    settings: Settings,
+    store: BatchStore,
+    batch_id: str,
+    kind: JobKind,
+    job_ids: list[str],
+    keyring: Keyring,
+    *,
+    reopen: bool,
+) -> int:
+    """Queue ``job_ids`` of the batch again from their recorded messages, freshly signed."""
+    specs = store.specs(batch_id)
+    ids = [j for j in dict.fromkeys(job_ids) if j in specs]
+    if not ids:
+        return 0
+    if reopen:
+        store.reopen(batch_id)
+    jobs = []
+    for jid in ids:
+        jobs.append(kind.spec.from_json(specs[jid]))
+        store.set_job(batch_id, jid, {**(store.job(batch_id, jid) or {}), "status": "queued", "error": None})
+    enqueue(settings, kind, jobs, keyring)
+    return len(ids)
 
 
 def print_outcome(store: BatchStore, batch_id: str, s: dict[str, Any]) -> None:
@@ -127,7 +162,9 @@ def submit_batch(
             f"`ovbatch worker --device {device} --kinds {kind.name}` take them"
         )
     if wait:
-        s = follow(lambda: store.summary(sub.batch_id), sub.batch_id, stalled=stall_check(store, sub.batch_id, kind))
+        s = follow(
+            lambda: store.summary(sub.batch_id), sub.batch_id, stalled=stall_check(settings, store, sub.batch_id, kind)
+        )
         print_outcome(store, sub.batch_id, s)
         if s["failed"]:
             ctx.exit(1)
@@ -213,7 +250,9 @@ def watch(ctx: click.Context, batch_id: str) -> None:
     s = summary_or_fail(store, batch_id)
     kind = kinds.get(s["meta"].get("kind", "transcribe"))
     print_outcome(
-        store, batch_id, follow(lambda: store.summary(batch_id), batch_id, stalled=stall_check(store, batch_id, kind))
+        store,
+        batch_id,
+        follow(lambda: store.summary(batch_id), batch_id, stalled=stall_check(settings_of(ctx), store, batch_id, kind)),
     )
 
 
@@ -279,24 +318,17 @@ def retry(ctx: click.Context, batch_id: str) -> None:
     store = batch_store(ctx)
     s = summary_or_fail(store, batch_id)
     kind = kinds.get(s["meta"].get("kind", "transcribe"))  # batches from before job kinds were transcriptions
-    specs = store.specs(batch_id)
     again = [
         jid
         for jid, r in store.jobs(batch_id).items()
         if (r["status"] == "failed" and r.get("retryable")) or r["status"] == "cancelled"
     ]
     again += lost_in(store, batch_id, kind)
-    again = [jid for jid in again if jid in specs]
-    if not again:
+    n = requeue(settings, store, batch_id, kind, again, keyring, reopen=True)
+    if not n:
         click.echo(f"batch {batch_id}: nothing to retry (bad-input failures are never retried)")
         return
-    store.reopen(batch_id)
-    jobs = []
-    for jid in again:
-        jobs.append(kind.spec.from_json(specs[jid]))
-        store.set_job(batch_id, jid, {**store.jobs(batch_id)[jid], "status": "queued", "error": None})
-    enqueue(settings, kind, jobs, keyring)
-    click.echo(f"batch {batch_id}: {len(again)} file(s) queued again")
+    click.echo(f"batch {batch_id}: {n} file(s) queued again")
 
 
 def add_to(group: click.Group) -> None:

@@ -9,9 +9,11 @@ holding it is alive. It cannot tell a dead worker from a slow job; ovbatch can:
   beat, workers/presence.py), and its record names the worker, whose presence key also expires
   15 s after its last beat;
 * so a message delivered more than ``redeliver_after_s`` ago whose job has no lock, and whose record
-  is not ``running`` on a live worker, is held by nobody. Seen so on two scans ``CONFIRM_S`` apart
-  (a live worker that lost Redis for a while re-takes its lock and presence at its next beat, 5 s),
-  it goes back to its queue, at the front (the next worker to poll takes it).
+  is not ``running`` on a live worker that lists it among its current jobs, is held by nobody (a
+  record can say running on a live worker that no longer runs it: a write lost in a Redis crash).
+  Seen so on two scans ``CONFIRM_S`` apart (a live worker that lost Redis for a while re-takes its
+  lock and presence at its next beat, 5 s), it goes back to its queue, at the front (the next worker
+  to poll takes it).
 
 A record already final (done, failed, skipped, cancelled) means the job finished and only its
 acknowledgement was lost with the worker: the message is dropped, never run again.
@@ -80,8 +82,10 @@ class Redeliverer:
         if rec.get("status") in FINAL:
             return False, True
         worker = rec.get("worker")
-        if rec.get("status") == "running" and worker and self.redis.exists(worker_key(worker)):
-            return True, False
+        if rec.get("status") == "running" and worker:
+            raw = self.redis.get(worker_key(worker))
+            if raw is not None and job_id in str(json.loads(_text(raw)).get("current_job") or ""):
+                return True, False  # alive and says it runs it (its lock lapsed in a Redis blip)
         return False, False
 
     def scan(self) -> list[str]:

@@ -185,6 +185,8 @@ def process_job(ctx: WorkerContext, kind: JobKind | str, payload: Any, attempt: 
             redis_retry(lambda: ctx.batches.set_job(job.batch_id, job.job_id, running))
             outcome = _run(ctx, kind, job, attempt)
         rec = record(job, outcome.status, outcome=outcome, attempts=attempt, worker=ctx.hostname, unit=kind.unit.name)
+        reused = " (its outputs were already there)" if outcome.reused else ""
+        log.info("job %s (%s) %s%s", job.job_id, job.display, outcome.status, reused)
         if redis_retry(lambda: ctx.batches.set_job(job.batch_id, job.job_id, rec)) == "finished":
             try:
                 finish_batch(ctx.batches, job.batch_id, ctx.store(job.out_url))

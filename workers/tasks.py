@@ -29,7 +29,9 @@ def bind_context(ctx: WorkerContext) -> None:
 
 
 def register_kind(app: Celery, kind: JobKind) -> None:
-    @app.task(name=kind.task_name, bind=True, max_retries=None)
+    # ignore_result: a job's outcome lives in its batch record; a Celery result per job (kept 7 days)
+    # would cost Redis ~0.5 KB per job for nothing (docs/SCALE.md)
+    @app.task(name=kind.task_name, bind=True, max_retries=None, ignore_result=True)
     def run(self: Any, payload: dict[str, Any], auth: Any = None) -> dict[str, Any]:
         ctx = _context
         assert ctx is not None, "worker context not bound"

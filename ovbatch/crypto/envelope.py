@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from ovbatch.crypto.keyring import Keyring
-from ovbatch.errors import IntegrityError, WrongKeyError
+from ovbatch.errors import IntegrityError, UnknownKeyError, WrongKeyError
 
 WRAP_FIELDS = ("key_id", "wrapped_key", "mac")
 
@@ -43,9 +43,12 @@ def wrap(ring: Keyring, data_key: bytes, model: str, version: str) -> dict[str, 
 
 def unwrap(ring: Keyring, manifest: dict[str, Any]) -> bytes:
     model, version, kid = manifest["name"], manifest["version"], manifest["key_id"]
-    kek = ring.key(kid)  # UnknownKeyError names the key id
-    raw = base64.b64decode(manifest["wrapped_key"])
     try:
+        kek = ring.key(kid)
+    except UnknownKeyError as exc:  # names the key id; the model too, here
+        raise UnknownKeyError(f"{model}@{version}: {exc}") from None
+    try:
+        raw = base64.b64decode(manifest["wrapped_key"], validate=True)
         return AESGCM(kek).decrypt(raw[:12], raw[12:], _aad(model, version, kid))
     except (InvalidTag, ValueError):
         raise WrongKeyError(

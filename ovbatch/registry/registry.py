@@ -50,6 +50,29 @@ NEWEST_TTL_S = 30.0  # how long ``name`` keeps resolving to the newest version a
 log = logging.getLogger(__name__)
 
 
+_FILE_FIELDS = {"role": str, "size": int, "sha256": str}
+
+
+def _check_shape(ref: ModelRef, manifest: dict[str, Any]) -> None:
+    """The fields readers index, with their types: a tampered manifest is an IntegrityError naming the
+    model, never a bare KeyError or TypeError (its MAC is checked after, with the unwrapped key)."""
+
+    def bad(what: str) -> IntegrityError:
+        return IntegrityError(f"{ref}: manifest.json {what} (tampered or corrupt)")
+
+    for field in ("key_id", "wrapped_key", "mac"):
+        if not isinstance(manifest.get(field), str):
+            raise bad(f"has no valid {field!r}")
+    files = manifest.get("files")
+    if not isinstance(files, list) or not files:
+        raise bad("lists no files")
+    for entry in files:
+        if not isinstance(entry, dict) or any(not isinstance(entry.get(k), t) for k, t in _FILE_FIELDS.items()):
+            raise bad(f"has a malformed file entry: {str(entry)[:80]}")
+        if isinstance(entry["size"], bool) or entry["size"] < 0:
+            raise bad(f"gives {entry['role']!r} a size of {entry['size']}")
+
+
 class Registry:
     def __init__(self, store: ObjectStore, keyring: Keyring, *, newest_ttl_s: float = NEWEST_TTL_S):
         self.store = store
@@ -150,6 +173,7 @@ class Registry:
             raise IntegrityError(f"{ref}: manifest.json is not a JSON object (tampered or corrupt)")
         if manifest.get("name") != ref.name or manifest.get("version") != ref.version:
             raise IntegrityError(f"{ref}: manifest.json belongs to {manifest.get('name')}@{manifest.get('version')}")
+        _check_shape(ref, manifest)
         return manifest
 
     def _keep(self, ref: ModelRef, manifest: dict[str, Any]) -> None:

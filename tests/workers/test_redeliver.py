@@ -72,9 +72,19 @@ def test_a_message_whose_job_holds_its_lock_is_left_alone(redis_url: str, client
 def test_a_live_worker_that_lost_its_lock_keeps_its_job(redis_url: str, client: redis.Redis) -> None:
     """Its lock lapsed (a Redis restart), but its presence is back: its job is not given to another."""
     _conn = deliver(redis_url, "b3", "j3", "running", client, worker="alive@host")
-    client.set(worker_key("alive@host"), "{}", ex=15)
+    client.set(worker_key("alive@host"), json.dumps({"current_job": "j0, j3"}), ex=15)
     r = Redeliverer(client, RedisBatchStore(client), after_s=0, confirm_s=0.1)
     assert scan_until_settled(r) == [] and client.llen(QUEUE) == 0
+
+
+def test_a_live_worker_that_no_longer_runs_the_job_does_not_hold_it(redis_url: str, client: redis.Redis) -> None:
+    """Redis crashed and lost the job's last record update: it says running on a live worker that
+    finished it long ago (no lock, not among its current jobs). The message goes back; the rerun finds
+    the job's marker and writes nothing new."""
+    _conn = deliver(redis_url, "b7", "j7", "running", client, worker="alive@host")
+    client.set(worker_key("alive@host"), json.dumps({"current_job": "j8"}), ex=15)
+    r = Redeliverer(client, RedisBatchStore(client), after_s=0, confirm_s=0.1)
+    assert scan_until_settled(r) == ["j7"]
 
 
 def test_a_recent_delivery_is_not_a_suspect(redis_url: str, client: redis.Redis) -> None:
