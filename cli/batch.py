@@ -136,7 +136,15 @@ def print_outcome(store: BatchStore, batch_id: str, s: dict[str, Any]) -> None:
 
 
 def submit_batch(
-    ctx: click.Context, kind: JobKind, planner: Planner, *, out: str, device: str, wait: bool, local: bool
+    ctx: click.Context,
+    kind: JobKind,
+    planner: Planner,
+    *,
+    out: str,
+    device: str,
+    wait: bool,
+    local: bool,
+    overwrite: bool = False,
 ) -> None:
     """Plan, record and run a batch of ``kind``: queued for the device's workers through Redis, or run
     in this process (embedded mode) with ``--local`` or when Redis is unreachable."""
@@ -144,6 +152,8 @@ def submit_batch(
     client = None if local else redis_client(settings, required=False)
     if client is None and not local:
         click.echo(f"Redis at {settings.masked()['broker_url']} is unreachable: running in embedded mode", err=True)
+    if overwrite:
+        planner = _overwriting(planner)
     if client is None:
         _run_embedded(ctx, settings, kind, planner, out, device)
         return
@@ -168,6 +178,18 @@ def submit_batch(
         print_outcome(store, sub.batch_id, s)
         if s["failed"]:
             ctx.exit(1)
+
+
+def _overwriting(planner: Planner) -> Planner:
+    """``--overwrite``: the plan's jobs may replace outputs other jobs wrote (ovbatch/jobs.py claim_outputs)."""
+    import msgspec
+
+    def plan(batch_id: str, registry: Registry, out_url: str) -> Plan:
+        made = planner(batch_id, registry, out_url)
+        made.jobs = [msgspec.structs.replace(job, overwrite=True) for job in made.jobs]
+        return made
+
+    return plan
 
 
 def _record(

@@ -133,3 +133,7 @@ class OutsideRootsError(InputError):
 
 class StaleMessageError(OvbatchError):
     """Raised when a valid job message names a job its batch has no record of (expired, or lost with Redis)."""
+
+
+class OutputTakenError(InputError):
+    """Raised when a job's output name already holds another job's output (another model or options)."""

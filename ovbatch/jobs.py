@@ -15,7 +15,15 @@ from typing import Any, BinaryIO, TypeVar
 
 import msgspec
 
-from ovbatch.errors import BadMessageError, JobCancelled, JobTimeLimitExceeded, WorkerStopping
+from ovbatch.errors import (
+    BadMessageError,
+    JobCancelled,
+    JobTimeLimitExceeded,
+    ObjectExists,
+    ObjectNotFound,
+    OutputTakenError,
+    WorkerStopping,
+)
 from ovbatch.storage import ObjectStore
 
 S = TypeVar("S", bound="JobSpec")
@@ -32,6 +40,9 @@ class JobSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
     model: str  # name@version, resolved at submission
     device: str
     out_url: str
+    # outputs another job (another batch's model or options) already wrote under these names are
+    # replaced only when the user said so (``--overwrite``); see ``claim_outputs``
+    overwrite: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return msgspec.to_builtins(self)
@@ -48,6 +59,67 @@ class JobSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
     def marker_key(self) -> str:
         """Written after every output: its presence means this job is finished."""
         return f".ovbatch/jobs/{self.job_id}.json"
+
+    def output_keys(self) -> list[str]:
+        """The output names this job writes under ``out_url``, where they follow from its input (a
+        kind whose names are unique per job, a benchmark run's, returns none)."""
+        return []
+
+
+OWNERS = ".ovbatch/owners/"
+
+
+def _owner_of(store: ObjectStore, key: str) -> dict[str, Any] | None:
+    try:
+        owner = json.loads(store.get_bytes(OWNERS + key))
+    except ObjectNotFound:
+        return None
+    except ValueError:
+        return {"job_id": "?", "display": "?", "batch_id": "?", "model": "?"}
+    return owner if isinstance(owner, dict) else None
+
+
+def output_taken(store: ObjectStore, job: JobSpec) -> str | None:
+    """Why ``job`` may not write its outputs, or None: one of its output names belongs to another job
+    (two batches with other models or options into one ``--out``) and ``overwrite`` is not set."""
+    if job.overwrite:
+        return None
+    for key in job.output_keys():
+        owner = _owner_of(store, key)
+        if owner is not None and owner.get("job_id") != job.job_id:
+            return (
+                f"{job.display}: {key} already holds the output of {owner.get('display')} (batch "
+                f"{owner.get('batch_id')}, {owner.get('model')}, other options or model); write to another "
+                "--out, or pass --overwrite to replace it"
+            )
+    return None
+
+
+def claim_outputs(store: ObjectStore, job: JobSpec) -> None:
+    """Take ownership of the job's output names before writing any: a create-only write per name, so
+    of two jobs racing for one name (two batches at once), one wins and the other fails with the
+    reason (``OutputTakenError``) instead of both reporting done with one output lost."""
+    mine = json.dumps(
+        {"job_id": job.job_id, "batch_id": job.batch_id, "display": job.display, "model": job.model}
+    ).encode()
+    for key in job.output_keys():
+        if job.overwrite:
+            store.put_bytes(OWNERS + key, mine)
+            continue
+        try:
+            store.put_bytes(OWNERS + key, mine, if_absent=True)
+        except ObjectExists:
+            reason = output_taken(store, job)
+            if reason is not None:
+                raise OutputTakenError(reason) from None
+
+
+def release_outputs(store: ObjectStore, job: JobSpec) -> None:
+    """Give back the names a job claimed but did not write (it failed or was cancelled)."""
+    for key in job.output_keys():
+        owner = _owner_of(store, key)
+        if owner is not None and owner.get("job_id") == job.job_id:
+            store.delete(OWNERS + key)
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from typing import Any
 
 from ovbatch.batches import BatchStore
 from ovbatch.errors import BadMessageError
-from ovbatch.jobs import JobSpec, record
+from ovbatch.jobs import JobSpec, output_taken, record
 from ovbatch.kinds import JobKind
 from ovbatch.storage import ObjectStore
 
@@ -89,9 +89,13 @@ def record_batch(
             sub.failed += 1
     for job in jobs:
         earlier = kind.finished(job, store)
+        taken = output_taken(store, job) if earlier is None else None
         if earlier is not None:
             records[job.job_id] = record(job, "skipped", outcome=dataclasses.replace(earlier, error=None))
             sub.skipped += 1
+        elif taken is not None:  # another batch's outputs under these names: never replaced silently
+            records[job.job_id] = record(job, "failed", error=taken)
+            sub.failed += 1
         else:
             records[job.job_id] = record(job, "queued")
             sub.queued.append(job)

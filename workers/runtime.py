@@ -18,8 +18,15 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ovbatch import inputs, kinds
 from ovbatch.batches import FINAL, BatchStore
-from ovbatch.errors import BadMessageError, ModelRetired, OutsideRootsError, StaleMessageError, WorkerStopping
-from ovbatch.jobs import JobEnv, JobSpec, Outcome, record
+from ovbatch.errors import (
+    BadMessageError,
+    ModelRetired,
+    OutputTakenError,
+    OutsideRootsError,
+    StaleMessageError,
+    WorkerStopping,
+)
+from ovbatch.jobs import JobEnv, JobSpec, Outcome, claim_outputs, record, release_outputs
 from ovbatch.kinds import EngineLoad, JobKind, Loaded
 from ovbatch.registry.refs import ModelRef
 from ovbatch.registry.registry import Registry
@@ -246,6 +253,24 @@ def _run(ctx: WorkerContext, kind: JobKind, job: JobSpec, attempt: int) -> Outco
         log.error("job %s refused: %s", job.job_id, exc)
         return Outcome("failed", error=str(exc))
     env = ctx.job_env(kind, job.batch_id)
+    out = ctx.store(job.out_url)
+    try:
+        claim_outputs(out, job)
+    except OutputTakenError as exc:
+        return Outcome("failed", error=str(exc))
+    except Exception as exc:  # storage: the job has not started; `ovbatch retry` may rerun it
+        log.exception("job %s (%s): its output names could not be claimed", job.job_id, job.display)
+        return Outcome("failed", error=f"{type(exc).__name__}: {exc}", retryable=True)
+    outcome = _run_kind(ctx, kind, job, env, attempt)
+    if outcome.status != "done":
+        try:
+            release_outputs(out, job)
+        except Exception:  # a claim left behind names this job; --overwrite replaces it
+            log.warning("job %s: its output names could not be released", job.job_id, exc_info=True)
+    return outcome
+
+
+def _run_kind(ctx: WorkerContext, kind: JobKind, job: JobSpec, env: JobEnv, attempt: int) -> Outcome:
     try:
         try:
             return kind.run(job, env)

@@ -57,6 +57,11 @@ def _given(
 @click.option("--lora", "loras", multiple=True, help="LoRA adapter from the registry: NAME[@V][:ALPHA]; repeatable.")
 @click.option("--scheduler", default=None, help="Sampler (default: the model's own).")
 @click.option("--device", default="CPU", show_default=True, help="OpenVINO device whose queue gets the jobs.")
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Replace outputs that another batch (other model or options) wrote under the same names in --out.",
+)
 @click.option("--wait", is_flag=True, help="Show progress until the batch ends.")
 @click.option("--local", is_flag=True, help="Run in this process, no Redis or workers (embedded mode).")
 @click.pass_context
@@ -76,6 +81,7 @@ def txt2img(
     loras: tuple[str, ...],
     scheduler: str | None,
     device: str,
+    overwrite: bool,
     wait: bool,
     local: bool,
 ) -> None:
@@ -100,4 +106,4 @@ def txt2img(
             check_model=kind.check_model,
         )
 
-    submit_batch(ctx, kind, planner, out=out, device=device, wait=wait, local=local)
+    submit_batch(ctx, kind, planner, out=out, device=device, wait=wait, local=local, overwrite=overwrite)

@@ -47,6 +47,9 @@ class ImageJob(JobSpec, frozen=True, kw_only=True, forbid_unknown_fields=True):
     def sidecar_key(self) -> str:
         return f"{self.stem}.json"
 
+    def output_keys(self) -> list[str]:
+        return [self.relpath, self.sidecar_key]
+
 
 def image_job_id(
     *,

@@ -37,6 +37,11 @@ def _options(
 @click.option("--task", type=click.Choice(["transcribe", "translate"]), default="transcribe", show_default=True)
 @click.option("--word-timestamps", is_flag=True, help="Time each word (json output: words per segment); 7-16 % slower.")
 @click.option("--max-duration-s", type=float, default=None, help="Longer files fail (default: settings).")
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Replace outputs that another batch (other model or options) wrote under the same names in --out.",
+)
 @click.option("--wait", is_flag=True, help="Show progress until the batch ends.")
 @click.option("--local", is_flag=True, help="Run in this process, no Redis or workers (embedded mode).")
 @click.pass_context
@@ -52,6 +57,7 @@ def transcribe(
     task: str,
     word_timestamps: bool,
     max_duration_s: float | None,
+    overwrite: bool,
     wait: bool,
     local: bool,
 ) -> None:
@@ -79,4 +85,4 @@ def transcribe(
             s3_endpoint_url=settings.s3_endpoint_url,
         )
 
-    submit_batch(ctx, kind, planner, out=out, device=device, wait=wait, local=local)
+    submit_batch(ctx, kind, planner, out=out, device=device, wait=wait, local=local, overwrite=overwrite)

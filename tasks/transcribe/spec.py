@@ -25,6 +25,9 @@ class TranscribeJob(JobSpec, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     # is one of the batch's own (batch-<id>): outputs keep the extension, a.wav.txt, never a shared a.txt
     keep_extension: bool = False
 
+    def output_keys(self) -> list[str]:
+        return [self.output_key(fmt) for fmt in self.formats]
+
     def output_key(self, fmt: str) -> str:
         """``calls/2024/a.wav`` -> ``calls/2024/a.srt`` (``a.wav.srt`` with ``keep_extension``)."""
         if self.keep_extension:

@@ -67,6 +67,35 @@ def test_word_timestamps_reach_the_json_output(env: dict[str, str], tmp_path: Pa
     assert (out / "quilter.srt").read_text().startswith("1\n00:00:00,000 --> ")
 
 
+def test_a_second_batch_with_other_options_never_overwrites_outputs_silently(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """Two batches into one --out with other options (or models) would write the same names: the
+    second fails at submission, naming the first, unless --overwrite."""
+    out = tmp_path / "out"
+    first = [
+        str(EXAMPLES / "quilter.wav"),
+        "--model",
+        "whisper-base",
+        "--out",
+        str(out),
+        "--format",
+        "txt,json",
+        "--local",
+    ]
+    run(env, "transcribe", *first)
+    before = (out / "quilter.json").read_text()
+    refused = run(env, "transcribe", *first, "--word-timestamps", rc=1)
+    assert "0 done" in refused.stdout and "1 failed" in refused.stdout, refused.stdout
+    assert "quilter.txt already holds the output of" in refused.stderr and "--overwrite" in refused.stderr, (
+        refused.stderr
+    )
+    assert (out / "quilter.json").read_text() == before, "nothing may be rewritten"
+    replaced = run(env, "transcribe", *first, "--word-timestamps", "--overwrite")
+    assert "1 done" in replaced.stdout, replaced.stdout
+    assert "words" in json.loads((out / "quilter.json").read_text())["segments"][0]
+
+
 def test_bad_files_fail_alone_with_their_reasons(env: dict[str, str], tmp_path: Path) -> None:
     src = tmp_path / "in"
     src.mkdir()
