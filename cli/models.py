@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 
+from ovbatch.registry import extensions
 from ovbatch.registry.loader import verify as verify_version
 from ovbatch.registry.refs import ModelRef
 from ovbatch.registry.registry import Registry
@@ -28,25 +30,65 @@ def models() -> None:
 )
 @click.option("--lora", "is_lora", is_flag=True, help="SOURCE is a LoRA adapter (.safetensors, kohya or PEFT form).")
 @click.option("--base", default=None, help="With --lora: the SD model NAME[@VERSION] it must apply to (checked now).")
+@click.option(
+    "--extension",
+    "libraries",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="An OpenVINO extension library (.so) defining custom operations the model uses (repeatable; "
+    "*.so files inside SOURCE are taken too). Stored encrypted, loaded from memory.",
+)
+@click.option(
+    "--gpu-config",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="A GPU custom-layer config (CONFIG_FILE); the OpenCL sources it names come along. Stored encrypted.",
+)
 @click.pass_context
 @clean_errors
 def import_(
-    ctx: click.Context, source: Path, name: str, version: str | None, task: str | None, is_lora: bool, base: str | None
+    ctx: click.Context,
+    source: Path,
+    name: str,
+    version: str | None,
+    task: str | None,
+    is_lora: bool,
+    base: str | None,
+    libraries: tuple[Path, ...],
+    gpu_config: Path | None,
 ) -> None:
     """Import SOURCE (OpenVINO IR, Hugging Face or faster-whisper folder, SD 1.x .safetensors, or a LoRA
     with --lora) as a new encrypted version."""
     registry = open_registry(ctx)
     if is_lora:
+        if libraries or gpu_config:
+            raise click.BadParameter("a LoRA adapter has no custom operations", param_hint="--extension/--gpu-config")
         _import_lora(registry, source, name, version, task, base)
         return
     if base is not None:
         raise click.BadParameter("--base names the base model of a LoRA: use it with --lora", param_hint="--base")
-    manifest = registry.import_folder(source, name, version, task)
+    manifest = registry.import_folder(source, name, version, task, libraries, gpu_config)
     size = sum(f["size"] for f in manifest["files"])
     click.echo(
         f"imported {manifest['name']}@{manifest['version']}: {manifest['kind']}, {manifest['precision']}, "
         f"{len(manifest['files'])} files, {human_bytes(size)}, encrypted with key {manifest['key_id']}"
     )
+    for line in _custom_ops(manifest):
+        click.echo(f"  {line}")
+
+
+def _custom_ops(manifest: dict[str, Any]) -> list[str]:
+    """One line per extension library or GPU custom-layer config the version carries."""
+    sizes = {f["role"]: f["size"] for f in manifest["files"]}
+    lines = []
+    for entry in extensions.of(manifest):
+        role = entry["role"]
+        if entry["kind"] == extensions.GPU_CONFIG:
+            lines.append(f"GPU custom-layer config {role} ({human_bytes(sizes.get(role, 0))}), kernels: "
+                         f"{', '.join(entry.get('kernels', [])) or 'none'}")  # fmt: skip
+        else:
+            lines.append(f"extension library {role} ({human_bytes(sizes.get(role, 0))}), loaded from memory")
+    return lines
 
 
 def _import_lora(
@@ -95,6 +137,8 @@ def show(ctx: click.Context, ref: str) -> None:
     registry = open_registry(ctx, need_keyring=False)
     manifest = registry.manifest(ModelRef.parse(ref), verify_mac=False)
     manifest.pop("wrapped_key", None)
+    for line in _custom_ops(manifest):
+        click.echo(f"custom operations: {line}", err=True)
     lineage = manifest.get("lineage")
     if lineage:
         gate = lineage.get("gate", {})
@@ -125,6 +169,8 @@ def verify(ctx: click.Context, ref: str, device: str) -> None:
         f"{human_bytes(report['plaintext_bytes'])} authenticated and decrypted in memory"
     )
     click.echo(f"  compiled: {', '.join(report['models'])}")
+    if report["extensions"]:
+        click.echo(f"  extension libraries, loaded from memory: {', '.join(report['extensions'])}")
     phases = "  ".join(f"{k} {secs.get(k, 0.0):.3f} s" for k in ("fetch", "decrypt", "digest", "read_model", "compile"))
     click.echo(f"  time: {phases}  (wall {report['wall_s']:.3f} s: decryption runs beside compilation)")
 

@@ -2,6 +2,8 @@
 
 Each file is decrypted straight into one preallocated buffer; a weights buffer becomes the
 ``ov.Tensor`` that ``read_model(xml, tensor)`` wraps without a copy. Nothing touches the disk.
+A version's extension libraries (custom operations, ``extensions.py``) are always decrypted with its
+models and loaded from memory before they are read (``memload.py``), whichever job kind reads them.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import numpy as np
 
 from ovbatch.crypto.stream import FileContext, decrypt_into, wipe
 from ovbatch.errors import CorruptModelError, IntegrityError
-from ovbatch.registry import refs
+from ovbatch.registry import extensions, memload, refs
 from ovbatch.registry.refs import ModelRef
 from ovbatch.registry.registry import Registry
 
@@ -67,11 +69,15 @@ class DecryptedVersion:
         return ov.Tensor(self.buffers[xml_role[:-4] + ".bin"], shared_memory=True)
 
     def read_model(self, core: Any, xml_role: str) -> Any:
+        """The ``ov.Model`` of ``xml_role``, read by ``core``, or, when the version carries extension
+        libraries, by the Core that holds them (``memload.reader``): the model compiles on any Core."""
         weights = self.weights_tensor(xml_role)
+        reader = memload.reader(self) or core
         try:
-            return core.read_model(self.text(xml_role), weights)
+            return reader.read_model(self.text(xml_role), weights)
         except Exception as exc:
-            raise CorruptModelError(f"{self.ref} file {xml_role!r}: OpenVINO cannot read it: {exc}") from exc
+            why = extensions.read_error(exc, extensions.library_roles(self.manifest))
+            raise CorruptModelError(f"{self.ref} file {xml_role!r}: {why}") from exc
 
     def wipe(self) -> None:
         for buf in self.buffers.values():
@@ -115,10 +121,11 @@ def decrypt_version(
     timings: Timings | None = None,
     check_digests: bool = False,
 ) -> DecryptedVersion:
-    """Authenticate and decrypt the files of ``ref`` (all, or ``roles``) into memory."""
+    """Authenticate and decrypt the files of ``ref`` (all, or ``roles`` and its extension libraries)
+    into memory."""
     timings = timings or Timings()
     manifest, data_key = _open_manifest(registry, ref, timings)
-    wanted = set(roles) if roles is not None else None
+    wanted = {*roles, *extensions.library_roles(manifest)} if roles is not None else None
     buffers = {
         entry["role"]: _decrypt_file(registry, manifest, data_key, entry, timings, check_digests)
         for entry in manifest["files"]
@@ -128,14 +135,16 @@ def decrypt_version(
 
 
 def _compile_order(manifest: dict[str, Any]) -> list[dict[str, Any]]:
-    """Files in the order a loader needs them: each model's xml and bin together, smallest model
-    first (compilation starts sooner and hides the big decrypts), then the remaining files."""
+    """Files in the order a loader needs them: the extension libraries (read_model needs them), each
+    model's xml and bin together, smallest model first (compilation starts sooner and hides the big
+    decrypts), then the remaining files."""
     roles = {e["role"]: e for e in manifest["files"]}
     models = sorted(
         (r for r in roles if r.endswith(".xml") and r[:-4] + ".bin" in roles),
         key=lambda xml: (int(roles[xml[:-4] + ".bin"]["size"]), xml),
     )
-    ordered = [roles[r] for xml in models for r in (xml, xml[:-4] + ".bin")]
+    libraries = [roles[r] for r in extensions.library_roles(manifest) if r in roles]
+    ordered = libraries + [roles[r] for xml in models for r in (xml, xml[:-4] + ".bin")]
     return ordered + [e for e in manifest["files"] if e not in ordered]
 
 
@@ -156,6 +165,7 @@ def load_and_compile(
     """
     timings = timings or Timings()
     manifest, data_key = _open_manifest(registry, ref, timings)
+    memload.check_device(manifest, device)
     version = DecryptedVersion(manifest, {})
     compiled: dict[str, Any] = {}
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ovbatch-decrypt") as pool:
@@ -176,7 +186,7 @@ def load_and_compile(
                     compiled[xml] = core.compile_model(model, device, config or {})
                 except Exception as exc:
                     raise CorruptModelError(
-                        f"{version.ref} file {xml!r} does not compile on {device}: {str(exc).splitlines()[0]}"
+                        f"{version.ref} file {xml!r} does not compile on {device}: {extensions.error_line(exc)}"
                     ) from exc
                 timings.add("read_model", t1 - t0)
                 timings.add("compile", time.perf_counter() - t1)
@@ -205,6 +215,7 @@ def verify(registry: Registry, ref: ModelRef, device: str) -> dict[str, Any]:
         "files": len(version.buffers),
         "plaintext_bytes": sum(int(b.nbytes) for b in version.buffers.values()),
         "models": sorted(compiled),
+        "extensions": extensions.library_roles(version.manifest),  # loaded from memory
         "seconds": dict(timings.seconds),
         "wall_s": wall_s,
     }

@@ -38,7 +38,7 @@ from ovbatch.errors import (
     StorageError,
     VersionExists,
 )
-from ovbatch.registry import refs, sources
+from ovbatch.registry import extensions, refs, sources
 from ovbatch.registry.irio import model_io
 from ovbatch.registry.refs import ModelRef
 from ovbatch.storage import ObjectStore
@@ -71,6 +71,12 @@ def _check_shape(ref: ModelRef, manifest: dict[str, Any]) -> None:
             raise bad(f"has a malformed file entry: {str(entry)[:80]}")
         if isinstance(entry["size"], bool) or entry["size"] < 0:
             raise bad(f"gives {entry['role']!r} a size of {entry['size']}")
+    roles = {entry["role"] for entry in files}
+    custom = manifest.get("extensions", [])
+    if not isinstance(custom, list) or not all(
+        isinstance(e, dict) and isinstance(e.get("kind"), str) and str(e.get("role")) in roles for e in custom
+    ):
+        raise bad("has a malformed extensions list")
 
 
 class Registry:
@@ -218,15 +224,24 @@ class Registry:
                 candidate += 1
 
     def import_folder(
-        self, path: Path, name: str, version: str | None = None, task: str | None = None
+        self,
+        path: Path,
+        name: str,
+        version: str | None = None,
+        task: str | None = None,
+        libraries: Sequence[Path] = (),
+        gpu_config: Path | None = None,
     ) -> dict[str, Any]:
-        """Import a model folder as a new encrypted version; return its manifest."""
+        """Import a model folder as a new encrypted version; return its manifest. ``libraries``
+        (OpenVINO extension libraries) and ``gpu_config`` (a GPU custom-layer config and the kernel
+        sources it names) join the version, encrypted like the model (``extensions.py``)."""
         refs.check_name(name)
         if version is not None:
             version = refs.check_version(version)
         self.keyring.active_key()  # fail on a missing key before exporting anything
-        with sources.prepare(path, task) as prepared:
-            return self._import_prepared(prepared, name, version)
+        extra = extensions.collect(libraries, gpu_config)
+        with sources.prepare(path, task, libraries) as prepared:
+            return self._import_prepared(prepared, name, version, extra)
 
     def import_lora(
         self, path: Path, name: str, version: str | None = None, base: ModelRef | None = None
@@ -264,11 +279,21 @@ class Registry:
         entries = [(role, lambda v=v: _MemoryReader(v), len(v)) for role, v in sorted(views.items())]
         return self._import_entries(entries, name, version, kind, precision, source, extra or {})
 
-    def _import_prepared(self, prepared: sources.PreparedModel, name: str, version: str | None) -> dict[str, Any]:
-        entries = [
-            (p.relative_to(prepared.folder).as_posix(), partial(open, p, "rb"), p.stat().st_size)
-            for p in _model_files(prepared.folder)
-        ]
+    def _import_prepared(
+        self,
+        prepared: sources.PreparedModel,
+        name: str,
+        version: str | None,
+        extra: Sequence[tuple[str, Path]] = (),
+    ) -> dict[str, Any]:
+        files = {p.relative_to(prepared.folder).as_posix(): p for p in _model_files(prepared.folder)}
+        given = {p.resolve() for _, p in extra}
+        files = {role: p for role, p in files.items() if p.resolve() not in given}  # stored once, by its extra role
+        for role, path in extra:
+            if role in files:
+                raise InputError(f"{path} would be stored as {role}, and the model folder holds another {role}")
+            files[role] = path
+        entries = [(role, partial(open, p, "rb"), p.stat().st_size) for role, p in sorted(files.items())]
         return self._import_entries(
             entries, name, version, prepared.kind, prepared.precision, prepared.source, prepared.extra
         )
@@ -308,9 +333,12 @@ class Registry:
         files = []
         roles = {role for role, _, _ in entries}
         io: dict[str, Any] = {}  # each OpenVINO model's inputs, read from its XML as it streams past
+        gpu_configs: dict[str, str] = {}  # GPU custom-layer configs, read as they stream past
         for role, opener, size in entries:
             digest = hashlib.sha256()
-            xml = bytearray() if role.endswith(".xml") and role[:-4] + ".bin" in roles else None
+            is_model = role.endswith(".xml") and role[:-4] + ".bin" in roles
+            is_config = extensions.is_gpu_config(role) and size <= extensions.MAX_GPU_CONFIG_BYTES
+            xml = bytearray() if is_model or is_config else None
 
             def observe(chunk: bytes, digest: Any = digest, xml: bytearray | None = xml) -> None:
                 digest.update(chunk)
@@ -321,7 +349,9 @@ class Registry:
                 stream = encrypt_chunks(data_key, FileContext(name, version, role), plaintext, observe=observe)
                 stored = self.store.put_stream(refs.object_key(name, version, role), stream)
             files.append({"role": role, "size": size, "sha256": digest.hexdigest(), "ciphertext_size": stored})
-            if xml is not None:
+            if xml is not None and is_config:
+                gpu_configs[role] = xml.decode("utf-8", "replace")
+            elif xml is not None:
                 with contextlib.suppress(InputError):  # not readable here: OpenVINO says so at compile
                     io[role] = model_io(xml.decode("utf-8", "replace"))
         manifest: dict[str, Any] = {
@@ -337,6 +367,9 @@ class Registry:
         }
         if io:
             manifest["io"] = io
+        custom = extensions.describe(roles, gpu_configs)
+        if custom:
+            manifest["extensions"] = custom
         manifest.update(extra)
         envelope.seal_manifest(manifest, data_key)
         manifest.update(envelope.wrap(self.keyring, data_key, name, version))

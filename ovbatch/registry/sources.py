@@ -18,13 +18,13 @@ import tempfile
 import warnings
 import xml.etree.ElementTree as ET
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ovbatch.errors import CorruptModelError, InputError, NotAModelError
-from ovbatch.registry import ct2
+from ovbatch.registry import ct2, extensions
 
 HF_WEIGHTS = ("*.safetensors", "pytorch_model*.bin", "model.safetensors.index.json")
 # optimum cannot infer the task of a local folder; the architecture name tells it (first match wins)
@@ -121,18 +121,22 @@ def precision_of_xml(texts: list[tuple[str, str]]) -> str:
     return {"f32": "fp32", "f16": "fp16", "bf16": "bf16", "u8": "int8", "i8": "int8"}.get(top, top)
 
 
-def check_ir(folder: Path) -> None:
-    """Have OpenVINO read every model, so a corrupt IR is refused before it is encrypted."""
+def check_ir(folder: Path, libraries: Sequence[Path] = ()) -> None:
+    """Have OpenVINO read every model, with the extension libraries that come with it, so a corrupt IR
+    (or one using an operation no library defines) is refused before it is encrypted."""
     import openvino as ov
 
     with contextlib.suppress(ImportError):
         import openvino_tokenizers  # noqa: F401  registers the tokenizer ops with OpenVINO
     core = ov.Core()
+    libraries = [*libraries, *extensions.folder_libraries(folder)]
+    extensions.add_libraries(core, libraries)
     for xml in _ir_pairs(folder):
         try:
             core.read_model(xml)
         except Exception as exc:
-            raise CorruptModelError(f"{xml}: OpenVINO cannot read this IR: {str(exc).splitlines()[0]}") from exc
+            why = extensions.read_error(exc, [p.name for p in libraries], "this IR")
+            raise CorruptModelError(f"{xml}: {why}") from exc
 
 
 def infer_task(folder: Path) -> str:
@@ -201,8 +205,9 @@ def _quiet_exporters() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def prepare(path: Path, task: str | None = None) -> Iterator[PreparedModel]:
-    """Yield the source as an IR folder; exported copies live in a temp dir removed afterwards."""
+def prepare(path: Path, task: str | None = None, libraries: Sequence[Path] = ()) -> Iterator[PreparedModel]:
+    """Yield the source as an IR folder; exported copies live in a temp dir removed afterwards.
+    ``libraries``: extension libraries from outside the folder its IR needs (``*.so`` inside it are found)."""
     if not path.exists():
         raise InputError(f"{path} does not exist")
     if path.is_file():
@@ -213,7 +218,7 @@ def prepare(path: Path, task: str | None = None) -> Iterator[PreparedModel]:
         raise InputError(f"{path} is not a folder: import takes a model folder")
     folder = path.resolve()
     if _ir_pairs(folder):
-        check_ir(folder)
+        check_ir(folder, libraries)
         yield PreparedModel(
             folder, {"type": "openvino-ir", "path": str(folder)}, detect_kind(folder), detect_precision(folder)
         )

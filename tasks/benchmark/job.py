@@ -1,5 +1,6 @@
-"""One benchmark run: decrypt one IR of a registry version into memory, measure it as benchmark_app
-does (``measure.py``), write ``<run-id>.json`` and ``<run-id>/benchmark_report.csv``, then the marker.
+"""One benchmark run: decrypt one IR of a registry version into memory (with its extension libraries,
+loaded from memory: ``ovbatch/registry/memload.py``), measure it as benchmark_app does
+(``measure.py``), write ``<run-id>.json`` and ``<run-id>/benchmark_report.csv``, then the marker.
 
 The run holds its worker alone (the kind is ``exclusive``: the worker finishes its running jobs and
 takes no other while it measures), and the report says whether the machine was otherwise busy.
@@ -14,8 +15,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from ovbatch.errors import InputError, JobCancelled, JobTimeLimitExceeded
+from ovbatch.errors import BadInputError, InputError, JobCancelled, JobTimeLimitExceeded
 from ovbatch.jobs import JobEnv, Outcome, Watch, read_marker, write_marker
+from ovbatch.registry import extensions
 from ovbatch.registry.loader import decrypt_version
 from ovbatch.registry.refs import ModelRef
 from ovbatch.storage import ObjectStore
@@ -109,6 +111,9 @@ def measure_job(job: BenchmarkJob, bench: Benchmarker, env: JobEnv, watch: Watch
     bin_role = job.part[:-4] + ".bin"
     if job.part not in roles or bin_role not in roles:
         raise InputError(f"{job.model} has no OpenVINO model {job.part}")
+    blocker = extensions.gpu_blocker(bench.manifest, job.device)
+    if blocker is not None:
+        raise BadInputError(blocker)
     cfg = config_of(job)
     device_info = measure.check_device(bench.core, cfg)
     env.stage(f"{job.display}: decrypting in memory")
@@ -151,6 +156,7 @@ def measure_job(job: BenchmarkJob, bench: Benchmarker, env: JobEnv, watch: Watch
         "model_kind": bench.manifest.get("kind"),
         "model_precision": bench.manifest.get("precision"),
         "part": job.part,
+        "extensions": [e["role"] for e in extensions.of(bench.manifest, extensions.EXTENSION)],
         "repeat": job.repeat,
         "sweep": dict(job.sweep),
         "config": job.configuration(),

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ovbatch.errors import BadInputError, InputError, ModelNotFound
+from ovbatch.registry import extensions
 from ovbatch.registry.refs import ModelRef
 from ovbatch.registry.registry import Registry
 from ovbatch.submission import Failure, Plan
@@ -223,6 +224,9 @@ def plan(
                 raise BadInputError(f"{ref} is a LoRA adapter, not a model: benchmark the pipeline it applies to")
             part = choose_part(manifest, request.part)
             check_shapes(manifest, part, request)
+            blocker = extensions.gpu_blocker(manifest, request.device)
+            if blocker is not None:
+                raise BadInputError(blocker)
             check_workers(request, workers)
         except (InputError, ModelNotFound) as exc:
             result.failures.append(Failure(label, f"{label}: {exc}" if request.sweep else str(exc)))
