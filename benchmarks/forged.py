@@ -75,8 +75,14 @@ def run_forged(fleet: Any, work: Path) -> dict[str, Any]:
         variants[f"{field} altered"] = [{**payload, field: value}, auth]
     # jobs a key holder signed, naming paths outside the roots (a misconfigured or careless client)
     outside_jobs = {
-        "input outside the roots": {**payload, "job_id": "1" * 32, "input_url": (outside / "secret.wav").as_uri()},
-        "output outside the roots": {**payload, "job_id": "2" * 32, "out_url": stolen},
+        "input outside the roots": {
+            **payload,
+            "batch_id": "fault-roots",
+            "relpath": "secret.wav",
+            "job_id": "1" * 32,
+            "input_url": (outside / "secret.wav").as_uri(),
+        },
+        "output outside the roots": {**payload, "batch_id": "fault-roots", "job_id": "2" * 32, "out_url": stolen},
     }
     mine = {
         spec["job_id"]: record(None, "queued", job_id=spec["job_id"], display=k) for k, spec in outside_jobs.items()

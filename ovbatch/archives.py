@@ -2,8 +2,10 @@
 then streamed one at a time, never extracted to disk.
 
 A member whose path is absolute or climbs out with ``..``, one over ``max_member_bytes``, or one that
-decompresses more than ``max_ratio`` times its stored size is refused alone; an archive whose audio
-adds up to more than ``max_total_bytes`` is refused whole.
+decompresses more than ``max_ratio`` times its stored size (a sparse tar member: its data) is refused
+alone; an archive whose audio adds up to more than ``max_total_bytes`` is refused whole, and so is a
+compressed tar whose listing would decompress more than ``max_ratio`` times the archive's size (found
+from the headers, before that much is decompressed).
 """
 
 from __future__ import annotations
@@ -126,6 +128,7 @@ def _open_zip_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> BinaryI
 
 def list_tar(path: Path, limits: ArchiveLimits) -> list[_Member]:
     compressed = not path.name.lower().endswith(".tar")
+    stored = path.stat().st_size
     opener = _TarOpener(path)
     members, total, scanned, count = [], 0, 0, 0
     with tarfile.open(path) as archive:
@@ -133,9 +136,12 @@ def list_tar(path: Path, limits: ArchiveLimits) -> list[_Member]:
             count += 1
             scanned += info.size if compressed else 0  # listing decompresses every member
             _check_total(max(total, scanned), count, path, limits)
+            _check_ratio(scanned, stored, path, limits)  # before the next member is decompressed
             if info.isdir() or not is_audio(info.name):
                 continue
-            problem = _member_problem(info.name, info.size, None, limits)
+            sparse = cast("list[tuple[int, int]] | None", info.sparse)  # (offset, size) of each data run
+            data = sum(size for _offset, size in sparse) if sparse is not None else None
+            problem = _member_problem(info.name, info.size, data, limits)
             if not problem and not info.isfile():
                 problem = "member is a link or a special file, not a regular file"
             if problem:
@@ -144,10 +150,14 @@ def list_tar(path: Path, limits: ArchiveLimits) -> list[_Member]:
             total += info.size
             _check_total(total, count, path, limits)
             members.append(_Member(cast(str, safe_relpath(info.name)), info.size, partial(opener.open, info)))
-    stored = path.stat().st_size
-    if compressed and total > limits.ratio_min_bytes and total > limits.max_ratio * max(stored, 1):
-        raise BadInputError(f"{path.name}: expands {total / max(stored, 1):.0f} times: a decompression bomb?")
+    if compressed:
+        _check_ratio(total, stored, path, limits)
     return members
+
+
+def _check_ratio(size: int, stored: int, path: Path, limits: ArchiveLimits) -> None:
+    if size > limits.ratio_min_bytes and size > limits.max_ratio * max(stored, 1):
+        raise BadInputError(f"{path.name}: expands {size / max(stored, 1):.0f} times: a decompression bomb?")
 
 
 class _TarOpener:

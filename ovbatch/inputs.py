@@ -18,7 +18,9 @@ What each source gives, and the ``relpath`` that outputs mirror:
 * ``@list.txt``: a manifest, one source per line (any of the above, ``@`` included); blank lines
   and lines starting with ``#`` are ignored; relative paths are relative to the manifest's folder,
   and a relative file path keeps that path as its relpath. Only the ``@`` marks a manifest: a
-  ``.txt`` named without it is an ordinary file.
+  ``.txt`` named without it is an ordinary file. A manifest is at most ``MAX_MANIFEST_BYTES``, a line
+  at most ``MAX_LINE_CHARS``; past ``MAX_MANIFEST_PROBLEMS`` bad lines, the rest are counted in one
+  problem for the manifest (its good lines are still listed).
 
 Folders, archives and prefixes give only files with an audio extension (``AUDIO_EXTENSIONS``) and
 skip macOS ``._*`` / ``__MACOSX`` companions. A source listed twice is listed once; two sources
@@ -29,6 +31,12 @@ problem for that member alone; an archive whose audio adds up to more than ``max
 for a compressed tar, whose listing alone would decompress more) is a problem for the archive.
 A file or object whose size is known and over ``max_member_bytes`` is a problem too; a job refuses one
 before reading it (``open_input``), since an S3 object is copied whole to a temp file to be decoded.
+
+Only regular files are read: a named pipe (reading it would wait for ever), a device (``/dev/zero``
+never ends), a socket or a broken link is a problem, whether named, found in a folder or reached
+through a link; files are opened without blocking and checked again once open. A link found in a
+folder that leads out of it is a problem (name its target to include it). A name that is not UTF-8
+is a problem (outputs, records and S3 keys are named after it); problems show its bytes as ``\\xe9``.
 """
 
 from __future__ import annotations
@@ -37,6 +45,7 @@ import contextlib
 import glob
 import hashlib
 import os
+import stat
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
@@ -64,6 +73,9 @@ DIGEST_CHUNK_BYTES = 1 << 20
 # The largest single input a job reads: an S3 object is copied whole to a temp file before it is decoded
 # (decoders seek), so a bigger one is refused before a byte of it is read. An archive member's limit.
 MAX_INPUT_BYTES = ArchiveLimits.max_member_bytes
+MAX_MANIFEST_BYTES = 64 << 20  # ~500,000 S3 URLs
+MAX_LINE_CHARS = 4096  # PATH_MAX; an S3 URL is shorter
+MAX_MANIFEST_PROBLEMS = 100  # listed one by one per manifest; the rest are counted
 
 
 @dataclass(frozen=True)
@@ -136,7 +148,68 @@ def _verified_chunks(stream: BinaryIO, digest: str, size: int, display: str) -> 
 
 
 def _open_file(path: Path) -> BinaryIO:
-    return open(path, "rb")
+    """``path`` opened for reading, if it is a regular file: opened without blocking (a named pipe put
+    there since it was listed would otherwise wait for a writer for ever), then checked."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        special = _special_kind(os.fstat(fd).st_mode)
+        if special:
+            raise BadInputError(f"{path}: {special}, not a regular file")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _special_kind(mode: int) -> str | None:
+    """What a file that is not a regular file is, in words; None for a regular file."""
+    for test, kind in (
+        (stat.S_ISFIFO, "a named pipe (FIFO)"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISDIR, "a folder"),
+    ):
+        if test(mode):
+            return kind
+    return None if stat.S_ISREG(mode) else "not a regular file"
+
+
+def regular_file_size(path: Path, display: str, folder: Path | None = None) -> int:
+    """The size of ``path`` if it is a regular file (links followed), else a ``BadInputError`` that says
+    what it is. With ``folder``, a link that leads out of that folder is refused too."""
+    target = os.readlink(path) if path.is_symlink() else None
+    link = f" (a link to {target})" if target else ""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise BadInputError(f"{display}: {f'a broken link to {target}' if target else 'no such file'}") from None
+    special = _special_kind(info.st_mode)
+    if special:
+        raise BadInputError(f"{display}: {special}{link}, not a regular file; only regular files are read")
+    if folder is not None and link and not path.resolve().is_relative_to(folder.resolve()):
+        raise BadInputError(
+            f"{display}: a link to {path.resolve()}, outside the folder; links out of a folder are not "
+            "followed (name the file itself to include it)"
+        )
+    return info.st_size
+
+
+def printable(text: str) -> str:
+    """``text`` with the undecodable bytes of a file name (surrogate escapes) written as ``\\xe9``."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a lone surrogate that is no escaped byte
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 # --- the collector -----------------------------------------------------------------------------
@@ -161,7 +234,7 @@ class _Collector:
     _manifests: list[Path] = field(default_factory=list)  # open manifests, to refuse cycles
 
     def problem(self, display: str, reason: str) -> None:
-        self.problems.append(InputProblem(display, reason))
+        self.problems.append(InputProblem(printable(display), printable(reason)))
 
     @contextlib.contextmanager
     def guard(self, display: str, where: str = "") -> Iterator[None]:
@@ -169,13 +242,17 @@ class _Collector:
         try:
             yield
         except (OvbatchError, *ARCHIVE_ERRORS) as exc:
-            reason = str(exc) if isinstance(exc, OvbatchError) else f"cannot read: {exc}"
+            reason = str(exc) if isinstance(exc, OvbatchError) else f"{display}: cannot read it ({exc})"
             self.problem(display, f"{reason}{where}")
         except ValueError as exc:  # a NUL byte or unencodable character in a path
             self.problem(display, f"{display}: not a usable path ({exc}){where}")
 
     def item(self, identity: str, relpath: str, display: str, opener: Callable[[], BinaryIO], size: int | None) -> None:
         if identity in self._sources:
+            return
+        if not (_is_utf8(relpath) and _is_utf8(display)):
+            shown = printable(display)
+            self.problem(shown, f"{shown}: the file name is not UTF-8 text; rename it (outputs are named after it)")
             return
         if size is not None and size > self.limits.max_member_bytes:
             limit = size_text(self.limits.max_member_bytes)
@@ -210,7 +287,7 @@ class _Collector:
         elif _has_magic(source):
             self.add_glob(source, base)
         elif path.exists() or path.is_symlink():
-            raise BadInputError(f"{source}: not a file or folder (a broken link, a device or a socket)")
+            regular_file_size(path, source)  # raises: says what it is instead
         else:
             raise BadInputError(f"{source}: no such file or folder")
 
@@ -218,7 +295,8 @@ class _Collector:
         if _is_archive(path.name):
             self.add_archive(path, display, relpath)
             return
-        self.item(str(path.resolve()), relpath, display, partial(_open_file, path), path.stat().st_size)
+        size = regular_file_size(path, display)
+        self.item(str(path.resolve()), relpath, display, partial(_open_file, path), size)
 
     def add_dir(self, top: Path, display: str, rel_prefix: str, report_empty: bool = True) -> None:
         found = 0
@@ -226,7 +304,8 @@ class _Collector:
             found += 1
             shown = os.path.join(display, rel)
             with self.guard(shown):
-                self.item(str(path.resolve()), rel_prefix + rel, shown, partial(_open_file, path), path.stat().st_size)
+                size = regular_file_size(path, shown, folder=top)
+                self.item(str(path.resolve()), rel_prefix + rel, shown, partial(_open_file, path), size)
         if not found and report_empty:
             self.problem(display, f"{display}: no audio files in this folder (looked for {_extensions()})")
 
@@ -254,23 +333,41 @@ class _Collector:
             self.problem(pattern, f"{pattern}: matched {len(matches)} paths but no audio files ({_extensions()})")
 
     def add_manifest(self, path: Path, display: str) -> None:
+        shown = f"@{display}"
         resolved = path.resolve()
         if resolved in self._manifests:
-            raise BadInputError(f"@{display}: manifest includes itself")
-        try:
-            text = path.read_text(encoding="utf-8-sig")
-        except FileNotFoundError:
-            raise BadInputError(f"@{display}: no such manifest file") from None
-        except UnicodeDecodeError as exc:
-            raise BadInputError(f"@{display}: manifest is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+            raise BadInputError(f"{shown}: manifest includes itself")
+        if not path.exists() and not path.is_symlink():
+            raise BadInputError(f"{shown}: no such manifest file")
+        text = _read_manifest(path, shown)
         self._manifests.append(resolved)
+        listed = len(self.problems)
+        hidden, first_hidden, last_hidden = 0, 0, 0
         try:
             for number, line in enumerate(text.splitlines(), 1):
                 entry = line.strip()
-                if entry and not entry.startswith("#"):
-                    self.add(entry, resolved.parent, manifest=f"@{display} line {number}")
+                if not entry or entry.startswith("#"):
+                    continue
+                before = len(self.problems)
+                where = f"{shown} line {number}"
+                if len(entry) > MAX_LINE_CHARS:
+                    self.problem(
+                        where, f"{where}: {len(entry):,} characters long; a path or URL has at most {MAX_LINE_CHARS}"
+                    )
+                else:
+                    self.add(entry, resolved.parent, manifest=where)
+                if len(self.problems) > before and before - listed >= MAX_MANIFEST_PROBLEMS:
+                    del self.problems[before:]  # counted below instead: a batch record stays readable
+                    hidden, last_hidden = hidden + 1, number
+                    first_hidden = first_hidden or number
         finally:
             self._manifests.pop()
+        if hidden:
+            self.problem(
+                shown,
+                f"{shown}: {hidden:,} more lines (from line {first_hidden:,} to {last_hidden:,}) name nothing that "
+                f"can be read; only the first {MAX_MANIFEST_PROBLEMS} are listed one by one",
+            )
 
     def add_url(self, url: str) -> None:
         parts = urlsplit(url)
@@ -314,6 +411,7 @@ class _Collector:
         self.item(display, name, display, partial(store.open, name), store.size(name))
 
     def add_archive(self, path: Path, display: str, relname: str) -> None:
+        regular_file_size(path, display)  # opening a named pipe would wait for ever
         members = list_zip(path, self.limits) if path.name.lower().endswith(".zip") else list_tar(path, self.limits)
         identity = str(path.resolve())
         for member in members:
@@ -326,6 +424,21 @@ class _Collector:
 
 
 # --- helpers for paths -------------------------------------------------------------------------
+
+
+def _read_manifest(path: Path, shown: str) -> str:
+    size = regular_file_size(path, shown)
+    over = f"{shown}: over the limit of {size_text(MAX_MANIFEST_BYTES)} for a manifest; split it into several"
+    if size > MAX_MANIFEST_BYTES:
+        raise BadInputError(over.replace(": over", f": {size_text(size)}, over", 1))
+    with _open_file(path) as stream:
+        data = stream.read(MAX_MANIFEST_BYTES + 1)  # bounded even where the size lied (/proc)
+    if len(data) > MAX_MANIFEST_BYTES:
+        raise BadInputError(over)
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise BadInputError(f"{shown}: manifest is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
 
 
 def _extensions() -> str:

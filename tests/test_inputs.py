@@ -221,8 +221,8 @@ def test_unreadable_archives(tree: Path) -> None:
     write(tree / "cut.tar.gz", data[: len(data) // 2])
     found = enumerate_inputs(["junk.zip", "cut.tar.gz", "archive/calls/c.mp3"])
     assert relpaths(found) == ["c.mp3"]
-    assert "File is not a zip file" in reasons(found)["junk.zip"]
-    assert reasons(found)["cut.tar.gz"].startswith("cannot read: ")
+    assert reasons(found)["junk.zip"] == "junk.zip: cannot read it (File is not a zip file)"
+    assert reasons(found)["cut.tar.gz"].startswith("cut.tar.gz: cannot read it (")
 
 
 def test_archive_through_a_glob_keeps_its_folder(tree: Path) -> None:
@@ -403,3 +403,106 @@ def test_tar_members_read_in_order_share_one_handle(tree: Path, monkeypatch: pyt
     found = enumerate_inputs(["many.tgz"])
     assert [read(i) for i in found.items] == list(members.values())
     assert len(opened) == 2  # one to list, one to read every member in order (a forward-only gzip stream)
+
+
+# --- what is not a regular file, or has no usable name -------------------------------------------
+
+
+@pytest.mark.timeout(60)  # a read that blocks would hang here
+def test_only_regular_files_are_read(tree: Path) -> None:
+    calls = tree / "archive" / "calls"
+    os.mkfifo(calls / "pipe.wav")
+    os.symlink("/dev/zero", calls / "zero.wav")
+    os.symlink(tree / "secret.wav", calls / "out.wav")
+    os.symlink(calls / "2024" / "a.wav", calls / "inside.wav")  # the same file again: listed once
+    os.symlink(tree / "gone.wav", calls / "broken.wav")
+    write(tree / "secret.wav", b"private")
+    os.mkfifo(tree / "named.wav")
+    found = enumerate_inputs(["archive", "named.wav", "secret.wav"])
+    # a link inside the folder is followed; its target, met later, is the same file and listed once
+    assert relpaths(found) == ["calls/c.mp3", "calls/inside.wav", "calls/2024/b.FLAC", "secret.wav"]
+    assert reasons(found) == {
+        "archive/calls/pipe.wav": "archive/calls/pipe.wav: a named pipe (FIFO), not a regular file; only regular "
+                                  "files are read",
+        "archive/calls/zero.wav": "archive/calls/zero.wav: a character device (a link to /dev/zero), not a regular "
+                                  "file; only regular files are read",
+        "archive/calls/out.wav": f"archive/calls/out.wav: a link to {tree / 'secret.wav'}, outside the folder; links "
+                                 "out of a folder are not followed (name the file itself to include it)",
+        "archive/calls/broken.wav": f"archive/calls/broken.wav: a broken link to {tree / 'gone.wav'}",
+        "named.wav": "named.wav: a named pipe (FIFO), not a regular file; only regular files are read",
+    }  # fmt: skip
+
+
+@pytest.mark.timeout(60)
+def test_a_pipe_put_in_place_after_listing_is_refused_without_blocking(tree: Path) -> None:
+    found = enumerate_inputs(["archive/calls/c.mp3"])
+    (tree / "archive/calls/c.mp3").unlink()
+    os.mkfifo(tree / "archive/calls/c.mp3")
+    with pytest.raises(BadInputError, match=r"c\.mp3: a named pipe \(FIFO\), not a regular file"):
+        found.items[0].open()
+
+
+def test_names_that_are_not_utf8(tree: Path) -> None:
+    name = os.fsdecode(b"caf\xe9.wav")
+    write(tree / "archive" / name, b"x")
+    make_tar(tree / "t.tar", {name: b"y", "ok.wav": b"z"})
+    found = enumerate_inputs(["archive", "t.tar"])
+    assert "t.tar/ok.wav" in relpaths(found) and not any("caf" in r for r in relpaths(found))
+    rename = "the file name is not UTF-8 text; rename it (outputs are named after it)"
+    assert reasons(found)["archive/caf\\xe9.wav"] == f"archive/caf\\xe9.wav: {rename}"
+    assert reasons(found)["t.tar::caf\\xe9.wav"] == f"t.tar::caf\\xe9.wav: {rename}"
+    missing = os.fsdecode(b"/nowhere/\xff.wav")
+    assert reasons(enumerate_inputs([missing])) == {"/nowhere/\\xff.wav": "/nowhere/\\xff.wav: no such file or folder"}
+
+
+@pytest.mark.timeout(60)
+def test_manifests_are_bounded(tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ovbatch import inputs
+
+    os.mkfifo(tree / "pipe.txt")
+    os.symlink("/dev/zero", tree / "zero.txt")
+    monkeypatch.setattr(inputs, "MAX_MANIFEST_BYTES", 2000)
+    monkeypatch.setattr(inputs, "MAX_LINE_CHARS", 100)
+    monkeypatch.setattr(inputs, "MAX_MANIFEST_PROBLEMS", 3)
+    write(tree / "big.txt", b"a.wav\n" * 400)
+    write(tree / "long.txt", b"x" * 150 + b"\narchive/calls/c.mp3\n")
+    lines = [f"missing-{i}.wav" for i in range(10)] + ["archive/calls/2024/a.wav", "also-missing.wav"]
+    write(tree / "many.txt", "\n".join(lines).encode())
+    found = enumerate_inputs(["@pipe.txt", "@zero.txt", "@big.txt", "@long.txt", "@many.txt"])
+    assert relpaths(found) == ["archive/calls/c.mp3", "archive/calls/2024/a.wav"]  # good lines after bad ones
+    problems = reasons(found)
+    assert problems["@pipe.txt"] == "@pipe.txt: a named pipe (FIFO), not a regular file; only regular files are read"
+    assert problems["@zero.txt"].startswith("@zero.txt: a character device (a link to /dev/zero), not a regular file")
+    assert problems["@big.txt"] == "@big.txt: 2.3 KiB, over the limit of 2.0 KiB for a manifest; split it into several"
+    assert problems["@long.txt line 1"] == "@long.txt line 1: 150 characters long; a path or URL has at most 100"
+    assert [d for d in problems if d.startswith("missing-")] == ["missing-0.wav", "missing-1.wav", "missing-2.wav"]
+    assert problems["@many.txt"] == (
+        "@many.txt: 8 more lines (from line 4 to 12) name nothing that can be read; "
+        "only the first 3 are listed one by one"
+    )
+
+
+def test_sparse_tar_member_is_a_bomb(tree: Path) -> None:
+    from benchmarks.bad_inputs import sparse_tar
+
+    sparse_tar(tree / "holes.tar", "holes.wav", b"RIFF" + bytes(500), 3 << 30)
+    sparse_tar(tree / "huge.tar", "huge.wav", b"RIFF" + bytes(500), 1 << 40)
+    found = enumerate_inputs(["holes.tar", "huge.tar"])
+    problems = reasons(found)
+    assert found.items == []
+    bomb = "member expands 6391320 times (504 -> 3221225472 bytes): a decompression bomb?"
+    assert problems["holes.tar::holes.wav"] == f"holes.tar::holes.wav: {bomb}"
+    assert problems["huge.tar::huge.wav"] == "huge.tar::huge.wav: member is 1024.0 GiB, over the limit of 4.0 GiB"
+
+
+def test_tgz_listing_stops_before_decompressing_a_bomb(tree: Path) -> None:
+    """The header's size alone shows the bomb: refused before its member would be decompressed (this
+    one is cut short, so decompressing it would fail with another reason)."""
+    import gzip
+
+    from benchmarks.bad_inputs import gnu_header
+
+    write(tree / "bomb.tgz", gzip.compress(gnu_header("zeros.bin", tarfile.REGTYPE, 50 << 20) + bytes(4096)))
+    found = enumerate_inputs(["bomb.tgz"], limits=ArchiveLimits(ratio_min_bytes=1 << 20))
+    reason = reasons(found)["bomb.tgz"]
+    assert reason.startswith("bomb.tgz: expands ") and reason.endswith("times: a decompression bomb?"), reason

@@ -39,8 +39,8 @@ log = logging.getLogger(__name__)
 
 UNACKED = "unacked"
 UNACKED_INDEX = "unacked_index"
-SCAN_S = 10.0
-CONFIRM_S = 15.0
+SCAN_S = 5.0
+CONFIRM_S = 10.0
 LOST_RECHECK_S = 3.0
 
 

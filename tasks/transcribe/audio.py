@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import codecs
 import io
+import math
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -37,6 +38,12 @@ MAX_READ_BYTES = 64 << 20  # one read of interleaved samples, whatever the rate 
 # rates whose ratio to 16 kHz needs larger terms than this are resampled at the nearest ratio that
 # does not (off by under 0.001 %: 44101 Hz is read as 44100 Hz), so the filter stays small
 MAX_RATIO_TERM = 1000
+# Float PCM is nominally within +-1. A sample this many times over full scale is garbage, not loud audio
+# (past ~1e16 the power spectrum overflows float32 and the model sees infinities), so the file fails.
+MAX_SAMPLE_MAGNITUDE = 1e4
+# libsndfile's frame count when the header does not say (a FLAC written as a stream): the length is
+# unknown, not huge, so the duration limit is checked while decoding
+_UNKNOWN_FRAMES = (1 << 63) - 1
 _HEAD_BYTES = 512
 
 Source = str | os.PathLike[str] | BinaryIO
@@ -64,7 +71,7 @@ _NON_AUDIO_MAGIC = {
 
 @dataclass(frozen=True)
 class AudioInfo:
-    duration_s: float
+    duration_s: float  # NaN where the header does not say
     sample_rate: int
     channels: int
     format: str  # libsndfile's major format ("WAV", "FLAC", "OGG", "MP3") or FFmpeg's container name
@@ -74,7 +81,7 @@ def probe(source: Source, name: str) -> AudioInfo:
     """Duration, rate, channels and format from the header, without decoding the audio."""
     src = _prepare(source, name)
     try:
-        snd = sf.SoundFile(src)
+        snd = _open_soundfile(src)
     except sf.LibsndfileError as exc:
         return _av_probe(_pyav_or_explain(src, name, exc), src, name)
     with snd:
@@ -95,7 +102,7 @@ def iter_blocks(
     block_samples = max(1, round(block_s * SAMPLE_RATE))
     src = _prepare(source, name)
     try:
-        snd = sf.SoundFile(src)
+        snd = _open_soundfile(src)
     except sf.LibsndfileError as exc:
         pyav = _pyav_or_explain(src, name, exc)
         yield from _rebuffer(_av_decode(pyav, src, name, max_duration_s), block_samples)
@@ -140,6 +147,25 @@ def _check_path(path: Path, name: str) -> str:
     return str(path)
 
 
+def _open_soundfile(src: _Opened) -> sf.SoundFile:
+    """libsndfile's reader of ``src`` (a ``LibsndfileError`` if it reads no such format)."""
+    snd = sf.SoundFile(src)
+    if snd.frames < _UNKNOWN_FRAMES:
+        return snd
+    snd.close()  # does not close a stream it was given
+    if not isinstance(src, str):
+        src.seek(0)
+    return _LengthUnknown(src)
+
+
+class _LengthUnknown(sf.SoundFile):
+    """A file whose header does not give its length (a FLAC written as a stream), read forwards only:
+    soundfile seeks after each read, which libsndfile cannot do at the end of such a file."""
+
+    def seekable(self) -> bool:
+        return False
+
+
 def _is_seekable(stream: BinaryIO) -> bool:
     try:
         return bool(stream.seekable())
@@ -161,7 +187,8 @@ def _info(snd: sf.SoundFile, name: str) -> AudioInfo:
     if snd.frames <= 0:
         raise BadAudioError(f"{name}: no audio samples (0 frames)")
     check_header(name, int(snd.samplerate), int(snd.channels))
-    return AudioInfo(snd.frames / snd.samplerate, int(snd.samplerate), int(snd.channels), str(snd.format))
+    duration_s = math.nan if snd.frames >= _UNKNOWN_FRAMES else snd.frames / snd.samplerate
+    return AudioInfo(duration_s, int(snd.samplerate), int(snd.channels), str(snd.format))
 
 
 def check_header(name: str, rate: int, channels: int) -> None:
@@ -177,6 +204,7 @@ def check_header(name: str, rate: int, channels: int) -> None:
 
 
 def _check_duration(duration_s: float, name: str, max_duration_s: float | None) -> None:
+    """Refuse a file over the limit (an unknown duration, NaN, is checked again while decoding)."""
     if max_duration_s is not None and duration_s > max_duration_s:
         raise BadAudioError(f"{name}: {duration_s:.1f} s of audio is over the limit of {max_duration_s:.1f} s")
 
@@ -197,10 +225,23 @@ def _sf_decode(snd: sf.SoundFile, name: str, block_s: float, max_duration_s: flo
             raise BadAudioError(f"{name}: corrupt audio after {at_s:.1f} s ({_reason(exc)})") from exc
         if not len(data):
             break
+        mono = data.mean(axis=1, dtype=np.float32)
+        check_samples(mono, name, decoded / snd.samplerate, snd.samplerate)
         decoded += len(data)
         _check_duration(decoded / snd.samplerate, name, max_duration_s)
-        yield resampler.push(data.mean(axis=1, dtype=np.float32))
+        yield resampler.push(mono)
     yield resampler.flush()
+
+
+def check_samples(samples: np.ndarray, name: str, start_s: float, rate_hz: int) -> None:
+    """Refuse NaN, infinite or absurdly large samples (a corrupt float file) before they reach the model."""
+    bad = ~(np.abs(samples) <= MAX_SAMPLE_MAGNITUDE)  # NaN compares false
+    if not bad.any():
+        return
+    first = int(np.flatnonzero(bad)[0])
+    value, at_s = float(samples[first]), start_s + first / rate_hz
+    what = "NaN or infinite samples" if not math.isfinite(value) else f"samples of {value:.3g}, far out of range"
+    raise BadAudioError(f"{name}: corrupt audio: {what} at {at_s:.1f} s")
 
 
 class Resampler:
@@ -354,9 +395,17 @@ def _av_probe(pyav: _PyAV, src: _Opened, name: str) -> AudioInfo:
     with container:
         stream = container.streams.audio[0]
         duration_s = float(container.duration or 0) / 1_000_000  # av.time_base is microseconds
-        channels = int(getattr(stream.codec_context, "channels", 0) or stream.layout.nb_channels)
-        check_header(name, int(stream.codec_context.sample_rate or 0), channels)
-        return AudioInfo(duration_s, int(stream.codec_context.sample_rate), channels, str(container.format.name))
+        codec = stream.codec_context
+        if codec is None:  # FFmpeg has no decoder for what the header names
+            reason = f"libsndfile: {pyav.sf_reason}; FFmpeg: no decoder for its audio codec"
+            raise BadAudioError(f"{name}: corrupt or not an audio file ({reason})")
+        layout = getattr(codec, "layout", None)
+        channels = int(getattr(codec, "channels", 0) or getattr(layout, "nb_channels", 0) or 0)
+        try:
+            check_header(name, int(codec.sample_rate or 0), channels)
+        except BadAudioError as exc:  # what FFmpeg made of a header libsndfile refused: say both
+            raise BadAudioError(f"{exc} (libsndfile: {pyav.sf_reason})") from None
+        return AudioInfo(duration_s, int(codec.sample_rate), channels, str(container.format.name))
 
 
 def _av_decode(pyav: _PyAV, src: _Opened, name: str, max_duration_s: float | None) -> Iterator[np.ndarray]:
@@ -369,6 +418,7 @@ def _av_decode(pyav: _PyAV, src: _Opened, name: str, max_duration_s: float | Non
             for frame in container.decode(container.streams.audio[0]):
                 for out in resampler.resample(frame):
                     samples = out.to_ndarray().reshape(-1).astype(np.float32, copy=False)
+                    check_samples(samples, name, decoded / SAMPLE_RATE, SAMPLE_RATE)
                     decoded += len(samples)
                     _check_duration(decoded / SAMPLE_RATE, name, max_duration_s)
                     yield samples

@@ -6,6 +6,11 @@ destination, so submitting the same batch again skips what is finished (ovbatch/
 
 from __future__ import annotations
 
+import gzip
+import lzma
+import tarfile
+import zipfile
+import zlib
 from collections.abc import Callable
 from pathlib import PurePosixPath
 from typing import Any
@@ -27,6 +32,17 @@ def _reference(registry_store: ObjectStore, item: Any) -> tuple[str, str]:
         return item.display, digest
     key = inputs_mod.upload_content_addressed(registry_store, item)
     return UPLOADED + key, key.rsplit("/", 1)[-1]
+
+
+_DAMAGED = (zipfile.BadZipFile, tarfile.TarError, gzip.BadGzipFile, EOFError, zlib.error, lzma.LZMAError)
+
+
+def _unreadable(display: str, exc: Exception) -> str:
+    """Why an input could not be read at submission, naming it once."""
+    if isinstance(exc, _DAMAGED):  # a member whose bytes do not match its archive's records
+        return f"{display}: the archive is damaged ({exc})"
+    message = str(exc)
+    return message if message.startswith(display) else f"{display}: {message}"
 
 
 def output_names(items: list[Any], result: Plan, progress: Callable[[str], None]) -> dict[str, bool]:
@@ -90,7 +106,7 @@ def plan(
         try:
             input_url, digest = _reference(registry.store, item)
         except Exception as exc:  # an unreadable file fails alone; the batch goes on
-            result.failures.append(Failure(item.display, f"{item.display}: {exc}"))
+            result.failures.append(Failure(item.display, _unreadable(item.display, exc)))
             continue
         result.jobs.append(
             TranscribeJob(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import shutil
 import subprocess
 import sys
@@ -390,3 +391,73 @@ def test_odd_rates_resample_with_a_small_filter(tmp_path: Path, rate: int) -> No
         tracemalloc.stop()
     assert abs(len(y) - 32000) <= 2 and abs(peak_hz(y) - 500) < 2
     assert time.perf_counter() - t0 < 10 and peak < 200 << 20, (time.perf_counter() - t0, peak >> 20)
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (np.nan, "corrupt audio: NaN or infinite samples at 0.3 s"),
+        (-np.inf, "corrupt audio: NaN or infinite samples at 0.3 s"),
+        (1e30, "corrupt audio: samples of 1e+30, far out of range at 0.3 s"),
+    ],
+)
+def test_samples_that_are_not_audio_fail_before_the_model(tmp_path: Path, value: float, reason: str) -> None:
+    """A float WAV's NaN would reach Whisper's log-mel as NaN, 1e30 as infinity after squaring."""
+    x = sine(22050, 1.0)
+    x[6615] = value  # 0.3 s
+    path = tmp_path / "float.wav"
+    sf.write(path, np.stack([x, x], axis=1), 22050, subtype="FLOAT")
+    for source in (path, io.BytesIO(path.read_bytes())):
+        with pytest.raises(BadAudioError, match=rf"^in/float\.wav: {re.escape(reason)}$"):
+            load(source, "in/float.wav")
+    x[6615] = 3.0  # loud but plausible: read as it is
+    sf.write(path, x, 22050, subtype="FLOAT")
+    assert float(np.abs(load(path, "in/float.wav")).max()) > 2
+
+
+def flac_without_length(path: Path, samples: np.ndarray, rate: int) -> Path:
+    """A FLAC whose STREAMINFO total sample count is 0 ("unknown"), as a streaming encoder writes it."""
+    sf.write(path, samples, rate, format="FLAC", subtype="PCM_16")
+    data = bytearray(path.read_bytes())
+    data[18:26] = (int.from_bytes(data[18:26], "big") & ~((1 << 36) - 1)).to_bytes(8, "big")
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_flac_of_unknown_length_is_read_and_limited_while_decoding(tmp_path: Path) -> None:
+    """libsndfile reports such a file's length as 2^63 - 1 frames: unknown, not over the limit."""
+    import time
+
+    short = flac_without_length(tmp_path / "short.flac", sine(16000, 2.0), 16000)
+    assert np.isnan(probe(short, "short.flac").duration_s)
+    assert len(load(short, "short.flac", max_duration_s=60.0)) == 32000
+    bomb = flac_without_length(tmp_path / "bomb.flac", np.zeros(8000 * 3600 * 2, np.float32), 8000)
+    assert bomb.stat().st_size < 1 << 20  # 2 h of silence
+    t0 = time.perf_counter()
+    with pytest.raises(BadAudioError, match=r"^bomb\.flac: \d+\.0 s of audio is over the limit of 60\.0 s$"):
+        load(bomb, "bomb.flac", max_duration_s=60.0)
+    assert time.perf_counter() - t0 < 5, "the limit must stop decoding, not the end of the file"
+
+
+@pytest.mark.parametrize(
+    ("bits", "channels", "reason"),
+    [
+        (0, 1, r"corrupt or not an audio file \(libsndfile: .*; FFmpeg: no decoder for its audio codec\)"),
+        (256, 1, r"corrupt or not an audio file \(libsndfile: .*; FFmpeg: no decoder for its audio codec\)"),
+        (16, 65535, r"invalid header \(16000 Hz, 0 channels\) \(libsndfile: Too many channels specified\)"),
+    ],
+)
+def test_headers_ffmpeg_cannot_decode_either(tmp_path: Path, bits: int, channels: int, reason: str) -> None:
+    """libsndfile refuses these; PyAV opens them with no codec or no channels: a clear error, not an
+    AttributeError retried as the worker's fault."""
+    import struct
+
+    pytest.importorskip("av")
+    block = channels * bits // 8
+    fmt = struct.pack("<HHIIHH", 1, channels, 16000, 16000 * block & 0xFFFFFFFF, block & 0xFFFF, bits)
+    data = bytes(3200)
+    body = b"WAVEfmt " + struct.pack("<I", 16) + fmt + b"data" + struct.pack("<I", len(data)) + data
+    path = tmp_path / "odd.wav"
+    path.write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
+    with pytest.raises(BadAudioError, match=rf"^in/odd\.wav: {reason}"):
+        load(path, "in/odd.wav")
