@@ -1,7 +1,7 @@
 """The fault suite's long run: faults injected into a real fleet, and what it lost, duplicated or got wrong.
 
     python -m benchmarks.fault_suite kills      [--files 200 --kills 20 --workers 2]
-    python -m benchmarks.fault_suite redis      [--files 100 --restarts 5 --workers 2]
+    python -m benchmarks.fault_suite redis      [--files 200 --restarts 5 --workers 2]
     python -m benchmarks.fault_suite mutations  [--count 10000]
     python -m benchmarks.fault_suite forged
     python -m benchmarks.fault_suite all        # every one above, with their defaults
@@ -353,6 +353,7 @@ def scenario_kills(files: int, kills: int, workers: int, seed: int) -> dict[str,
             took_s=round(took, 1),
             rerun_max_s=round(max(reruns), 1) if reruns else None,
             rerun_median_s=round(sorted(reruns)[len(reruns) // 2], 1) if reruns else None,
+            rerun_s=sorted(round(r, 1) for r in reruns),
             kills_not_rerun=len(pending),
         )
         return result
@@ -378,7 +379,7 @@ def scenario_redis(files: int, restarts: int, workers: int, seed: int) -> dict[s
         t0 = time.time()
         done = 0
         while done < restarts:
-            time.sleep(rng.uniform(8, 25))
+            time.sleep(rng.uniform(5, 15))
             s = fleet.summary(bid)
             if s and s.get("ended_s"):
                 break
@@ -442,7 +443,7 @@ def main() -> None:
         if name == "kills":
             row = scenario_kills(args.files or 200, args.kills, args.workers, args.seed)
         elif name == "redis":
-            row = scenario_redis(args.files or 100, args.restarts, args.workers, args.seed)
+            row = scenario_redis(args.files or 200, args.restarts, args.workers, args.seed)
         elif name == "mutations":
             row = scenario_mutations(args.count, args.seed)
         else:

@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from typing import Any
 
 import click
+from redis.exceptions import RedisError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -44,6 +46,7 @@ def describe(s: dict[str, Any], now: float) -> str:
     )
 
 
+REDIS_PATIENCE_S = 300.0
 LOST_RECORD = (
     "batch {batch_id}: its record is gone from Redis (restarted without persistence, flushed, or expired); "
     "submit the same command again: jobs whose outputs are already written are skipped"
@@ -73,8 +76,18 @@ def follow(
     with Progress(*columns, console=console, transient=False) as bar:
         task = bar.add_task("", total=None)
         last, moved = None, time.monotonic()
+        away: float | None = None
         while True:
-            s = get_summary()
+            try:
+                s = get_summary()
+            except RedisError as exc:  # a Redis restart: wait for it (workers do too), say so, give up after 5 min
+                away = away or time.monotonic()
+                if time.monotonic() - away > REDIS_PATIENCE_S:
+                    raise click.ClickException(f"Redis unreachable for {REDIS_PATIENCE_S:.0f} s: {exc}") from None
+                bar.update(task, description=f"Redis unreachable ({exc}); trying again")
+                time.sleep(2)
+                continue
+            away = None
             if s is None:
                 raise click.ClickException(LOST_RECORD.format(batch_id=batch_id))
             finished = s["done"] + s["failed"] + s["skipped"] + s["cancelled"]
@@ -85,6 +98,7 @@ def follow(
             if state != last:
                 last, moved = state, time.monotonic()
             elif stalled is not None and time.monotonic() - moved > stall_s:
-                stalled(s)
+                with contextlib.suppress(RedisError):  # asked again at the next stall
+                    stalled(s)
                 moved = time.monotonic()
             time.sleep(poll_s)

@@ -126,11 +126,11 @@ class WorkerContext:
             open_input=lambda url: self.open_input(registry_store, url),
             out_store=self.store,
             engine_for=lambda job: self.engine(kind, job.model, job.device, kind.engine_options(job)),
-            is_cancelled=self.batches.is_cancelled,
+            is_cancelled=lambda bid: _best_effort(lambda: self.batches.is_cancelled(bid), False),
             time_limit_s=self.settings.job_time_limit_s,
             stopping=self.stopping.is_set,
-            progress=lambda work: self.batches.add_work(batch_id, work),
-            stage=lambda text: self.batches.set_stage(batch_id, text),
+            progress=lambda work: _best_effort(lambda: self.batches.add_work(batch_id, work), None),
+            stage=lambda text: _best_effort(lambda: self.batches.set_stage(batch_id, text), None),
             settings=self.settings,
         )
 
@@ -210,6 +210,16 @@ def process_job(ctx: WorkerContext, kind: JobKind | str, payload: Any, attempt: 
             log.warning("job %s: lock not released (Redis unreachable); it lapses in %d s", job.job_id, LOCK_TTL_S)
 
 
+def _best_effort(call: Callable[[], T], fallback: T) -> T:
+    """A running job's asides to Redis (is the batch cancelled? progress, stage): while Redis is away
+    (a restart) the job goes on, as if not cancelled, and its progress shows again once it is back."""
+    try:
+        return call()
+    except RedisError as exc:
+        log.warning("Redis unreachable during a job (%s); the job goes on", exc)
+        return fallback
+
+
 def redis_retry(call: Callable[[], T], outage_s: float = REDIS_OUTAGE_S) -> T:
     """``call()``, retried with backoff while Redis is unreachable or loading (a restart), for up to
     ``outage_s``; then the error goes up and the task hands its message back (workers/tasks.py)."""
@@ -279,6 +289,8 @@ def _run_kind(ctx: WorkerContext, kind: JobKind, job: JobSpec, env: JobEnv, atte
     except WorkerStopping:  # not over: queued again, and the task hands the message back
         queued = record(job, "queued", attempts=attempt, worker=ctx.hostname)
         redis_retry(lambda: ctx.batches.set_job(job.batch_id, job.job_id, queued))
+        raise
+    except RedisError:  # Redis away for longer than the job's own retries: the message goes back
         raise
     except Exception as exc:  # not the input's fault (storage, model, bug): failed, `ovbatch retry` may rerun
         log.exception("job %s (%s) failed", job.job_id, job.display)

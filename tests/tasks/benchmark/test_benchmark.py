@@ -352,13 +352,17 @@ def test_a_precision_the_device_does_not_compute_in_fails_as_a_reported_run(home
 @pytest.mark.slow
 def test_figures_match_benchmark_apps_on_the_same_model(home: dict[str, object], tmp_path: Path) -> None:
     """benchmark_app (the openvino package's) and ovbatch, alternately on the same model, hint and
-    time: throughput and median latency within 10 % (best of three runs each: the machine is shared)."""
-    model = build_tiny_ir(tmp_path / "plain", seed=9, hidden=1024)
+    time: throughput and median latency within 10 % (best of five runs each: rounds on this shared VM
+    vary by up to 2x, the best ones agree)."""
+    # a 64x4096 input through a 4096x4096 layer: about 6 ms a call here. At [1, 1024] a call took
+    # 0.03 ms on a BF16 CPU, below the 0.01 ms rounding of benchmark_app's JSON figures, and at
+    # [1, 4096] (1 ms) the two tools' own per-call overhead differed by 10-20 %
+    model = build_tiny_ir(tmp_path / "plain", seed=9, hidden=4096)
     registry: Registry = home["registry"]  # type: ignore[assignment]
     registry.import_folder(model, "parity")
     app = str(Path(sys.executable).with_name("benchmark_app"))
     theirs, ours = [], []
-    for i in range(3):
+    for i in range(5):
         report = tmp_path / f"app{i}"
         report.mkdir()
         subprocess.run(
@@ -371,7 +375,9 @@ def test_figures_match_benchmark_apps_on_the_same_model(home: dict[str, object],
                 "-hint",
                 "latency",
                 "-t",
-                "4",
+                "3",
+                "-shape",
+                "x[64,4096]",
                 "-report_type",
                 "no_counters",
                 "-report_folder",
@@ -385,7 +391,10 @@ def test_figures_match_benchmark_apps_on_the_same_model(home: dict[str, object],
         stats = json.loads((report / "benchmark_report.json").read_text())["execution_results"]
         theirs.append((float(stats["throughput"]), float(stats["latency (ms)"])))
         out = tmp_path / f"ours{i}"
-        ovbatch(home, "benchmark", "parity", "--hint", "latency", "--time", "4", "--out", str(out), "--local")
+        ovbatch(
+            home, "benchmark", "parity", "--hint", "latency", "--time", "3", "--shape", "x[64,4096]",
+            "--out", str(out), "--local",
+        )  # fmt: skip
         (run,) = runs_in(out)
         ours.append((run["throughput_fps"], run["latency_ms"]["median"]))
     fps_ratio = max(f for f, _ in ours) / max(f for f, _ in theirs)

@@ -231,7 +231,9 @@ def test_sigterm_hands_a_running_image_back_to_its_queue_and_the_time_limit_fail
 ) -> None:
     import redis
 
-    env.update(OVBATCH_VISIBILITY_TIMEOUT_S="3600", OVBATCH_JOB_TIME_LIMIT_S="600")
+    # no grace period: the running image must stop at its next step (the graceful stop is
+    # tests/workers/test_worker_e2e.py::test_sigterm_lets_a_running_job_finish_within_the_grace_period)
+    env.update(OVBATCH_VISIBILITY_TIMEOUT_S="3600", OVBATCH_JOB_TIME_LIMIT_S="600", OVBATCH_STOP_GRACE_S="1")
     first = workers.start(name="leaving")
     out = tmp_path / "out"
     args = ("a long one", "--model", "tiny-lcm", "--steps", "200", "--width", "256", "--height", "256")
