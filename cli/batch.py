@@ -220,6 +220,10 @@ def enqueue(settings: Settings, kind: JobKind, jobs: list[Any], keyring: Keyring
             args=[payload, signing.sign(keyring, kind.task_name, payload)],
             queue=kind.queue(job.device),
             task_id=f"{job.batch_id}.{job.job_id}",
+            # Celery copies up to 1 KB of the arguments' repr into the headers, for logs: the job is
+            # in the body already, and at a million queued jobs that copy is a GB of Redis
+            argsrepr=f"({job.display[:80]!r})",
+            kwargsrepr="{}",
         )
 
 
