@@ -66,6 +66,9 @@ bench: $(STAMP) system-deps redis
 	$(BIN)/python -m benchmarks.quantize_diffusion_bench --tiny
 	$(BIN)/python -m benchmarks.transcribe_bench --int8 --skip-torch --rss-jobs 0
 	$(BIN)/python -m benchmarks.benchmark_parity --time 10 --rounds 3
+	$(BIN)/python -m benchmarks.fault_suite all
+	$(BIN)/python -m benchmarks.bad_inputs --home $(CURDIR)/.cache/bench-bad-inputs
+	$(BIN)/python -m benchmarks.scale
 
 clean:
 	rm -rf build dist .cache/typecheck *.egg-info
