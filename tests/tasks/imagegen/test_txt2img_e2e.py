@@ -122,7 +122,8 @@ def test_an_image_overwritten_by_another_batch_is_made_again_on_resubmission(
     env: dict[str, str], tmp_path: Path
 ) -> None:
     """The file name holds the row, seed and prompt, not the steps: a batch with other settings into the
-    same --out replaces the image, and resubmitting the first batch must not count it as done."""
+    same --out fails that row at submission, naming the first batch, unless --overwrite; once replaced,
+    resubmitting the first batch must not count the image as done."""
     out = tmp_path / "out"
     common = (
         "txt2img",
@@ -139,9 +140,12 @@ def test_an_image_overwritten_by_another_batch_is_made_again_on_resubmission(
     )
     png = out / "0001-0-a-cat.png"
     cli(env, *common, "--steps", "1")
-    cli(env, *common, "--steps", "2")
+    refused = cli(env, *common, "--steps", "2", ok=False)
+    assert "0001-0-a-cat.png already holds the output of" in refused.stderr, refused.stderr
+    assert "Steps: 1, " in parameters(png), "another batch's settings must never replace the image silently"
+    cli(env, *common, "--steps", "2", "--overwrite")
     assert "Steps: 2, " in parameters(png)
-    again = cli(env, *common, "--steps", "1")
+    again = cli(env, *common, "--steps", "1", "--overwrite")
     assert "1 done" in again.stdout, f"the 1-step image was replaced, so it must be made again: {again.stdout}"
     assert "Steps: 1, " in parameters(png), parameters(png)
     assert "0 done, 1 skipped" in cli(env, *common, "--steps", "1").stdout, "now it is there: skipped"
