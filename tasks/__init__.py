@@ -10,4 +10,5 @@ KINDS: dict[str, str] = {
     "txt2img": "ovbatch.tasks.imagegen.kind",
     "quantize": "ovbatch.tasks.quantize.kind",
     "benchmark": "ovbatch.tasks.benchmark.kind",
+    "pipeline": "ovbatch.tasks.pipebench.kind",
 }

@@ -66,8 +66,11 @@ def test_every_kind_is_registered_with_its_task_name() -> None:
         "txt2img": "ovbatch.txt2img",
         "quantize": "ovbatch.quantize",
         "benchmark": "ovbatch.benchmark",
+        "pipeline": "ovbatch.pipeline",
     }
-    with pytest.raises(ConfigError, match="unknown job kind 'nope'; known: benchmark, quantize, transcribe, txt2img"):
+    with pytest.raises(
+        ConfigError, match="unknown job kind 'nope'; known: benchmark, pipeline, quantize, transcribe, txt2img"
+    ):
         kinds.get("nope")
 
 

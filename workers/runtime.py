@@ -93,7 +93,9 @@ class WorkerContext:
         manifest = self.registry.manifest(ref)
         loader = kind.loader_for(manifest)
         options = options or {}
-        key = CacheKey.of(manifest, device, {**self.compile_config, "engine": options})
+        # the kind is part of the key: two kinds load different engines from one model (a transcription
+        # batcher, a benchmarker), and one must never be handed the other's
+        key = CacheKey.of(manifest, device, {**self.compile_config, "engine": options, "kind": kind.name})
 
         def load() -> tuple[Loaded, int]:
             request = EngineLoad(

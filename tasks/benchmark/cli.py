@@ -78,6 +78,21 @@ class _WithCompare(click.Command):
     default=None,
     help='A matrix: "device=CPU,GPU hint=latency,throughput nireq=1,2,4 precision=bf16,f32 model=m@1,m@2".',
 )
+@click.option(
+    "--pipeline",
+    "pipeline_sources",
+    multiple=True,
+    help="Measure the model's whole job-kind pipeline on these inputs instead of one IR: audio "
+    "(files, folders, archives, s3:// prefixes, manifests) for Whisper, prompt files for LCM / Stable Diffusion.",
+)
+@click.option(
+    "--warmup",
+    type=click.IntRange(0, 10),
+    default=1,
+    show_default=True,
+    help="--pipeline: inputs run first and not counted.",
+)
+@click.option("--language", default=None, help="--pipeline with Whisper: the language (default: detect).")
 @click.option("--wait", is_flag=True, help="Show progress until the batch ends.")
 @click.option("--local", is_flag=True, help="Run in this process, no Redis or workers (embedded mode).")
 @click.pass_context
@@ -102,6 +117,9 @@ def benchmark(
     counters: bool,
     repeat: int,
     sweep: str | None,
+    pipeline_sources: tuple[str, ...],
+    warmup: int,
+    language: str | None,
     wait: bool,
     local: bool,
 ) -> None:
@@ -113,6 +131,12 @@ def benchmark(
     A run has its worker to itself: the worker finishes its running jobs first.
     With --sweep the cartesian matrix runs as one batch, with runs.csv, plots and index.html
     under OUT/<batch>/.  `ovbatch benchmark compare RUN_OR_BATCH...` compares runs.
+
+    \b
+    With --pipeline SRC the model's whole pipeline runs on real inputs, stage by stage:
+    Whisper: RTFx, encoder ms per 30 s window, decoder ms per token;
+    LCM / Stable Diffusion: s per image, text encoder, first and other UNet steps, VAE decode.
+    OUT/<run>.json, OUT/<run>/pipeline_report.csv (llm_bench's columns), OUT/<batch>/index.html.
     """
     from ovbatch.tasks.benchmark.submit import Request, expand, plan
 
@@ -120,6 +144,29 @@ def benchmark(
         raise click.UsageError("give MODEL[@V] (or model=... in --sweep), or `ovbatch benchmark compare RUN...`")
     if not out:
         raise click.UsageError("give --out: a folder or URL for the run reports")
+    if pipeline_sources:
+        given = {
+            "--part": part,
+            "--nireq": nireq,
+            "--nstreams": nstreams,
+            "--batch": batch,
+            "--shape": shape,
+            "--data-shape": data_shape,
+            "--time": time_s,
+            "--niter": niter,
+            "--infer-precision": infer_precision,
+            "--api": api,
+            "--counters": counters or None,
+            "--hint": None if hint == "throughput" else hint,
+        }
+        clash = [name for name, value in given.items() if value is not None]
+        if clash:
+            raise click.UsageError(
+                f"{', '.join(clash)}: benchmark_app settings of one IR; a --pipeline run measures the whole "
+                "pipeline as its job kind runs it"
+            )
+        _pipeline(ctx, model or "", device, out, list(pipeline_sources), sweep, repeat, warmup, language, wait, local)
+        return
     if time_s is not None and niter is not None:
         raise click.UsageError("give --time or --niter, not both")
     settings = settings_of(ctx)
@@ -154,6 +201,50 @@ def benchmark(
         raise click.UsageError(f"--local runs on this machine's one device; the sweep names {', '.join(devices)}")
     kind = kinds.get("benchmark")
     submit_batch(ctx, kind, planner, out=out, device=",".join(devices), wait=wait, local=local)
+
+
+def _pipeline(
+    ctx: click.Context,
+    model: str,
+    device: str,
+    out: str,
+    sources: list[str],
+    sweep: str | None,
+    repeat: int,
+    warmup: int,
+    language: str | None,
+    wait: bool,
+    local: bool,
+) -> None:
+    from ovbatch.tasks.pipebench.submit import expand, plan
+    from ovbatch.tasks.transcribe.types import TranscribeOptions
+
+    settings = settings_of(ctx)
+    configs = expand(model, device, sweep)
+    workers = _live_workers(settings) if not local else None
+    options = TranscribeOptions(language=language)
+
+    def planner(batch_id: str, registry: Registry, out_url: str) -> Plan:
+        result = plan(
+            configs,
+            sources,
+            batch_id=batch_id,
+            registry=registry,
+            out_url=out_url,
+            repeat=repeat,
+            warmup=warmup,
+            options=options,
+            workers=workers,
+            s3_endpoint_url=settings.s3_endpoint_url,
+        )
+        if not result.jobs and len(configs) == 1 and result.failures:
+            raise BadInputError(result.failures[0].error)  # nothing can run: say why, queue nothing
+        return result
+
+    devices = sorted({c.device for c in configs})
+    if local and len(devices) > 1:
+        raise click.UsageError(f"--local runs on this machine's one device; the sweep names {', '.join(devices)}")
+    submit_batch(ctx, kinds.get("pipeline"), planner, out=out, device=",".join(devices), wait=wait, local=local)
 
 
 def _live_workers(settings: Any) -> list[dict[str, Any]] | None:

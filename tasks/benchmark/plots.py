@@ -19,6 +19,16 @@ from ovbatch.storage import ObjectStore
 from ovbatch.tasks.benchmark import report
 
 LABEL_FIELDS = ("model", "part", *report.CONFIG_FIELDS)
+# the style of every benchmark page (this one and pipeline runs' tasks/pipebench/batch.py)
+PAGE_STYLE = """<style>
+body { font-family: system-ui, sans-serif; margin: 24px; color: #222; }
+table { border-collapse: collapse; margin: 12px 0 24px; font-size: 13px; }
+th, td { border: 1px solid #ccc; padding: 4px 8px; text-align: left; }
+th { background: #f3f3f3; }
+img { max-width: 100%; border: 1px solid #ddd; }
+figure { margin: 12px 0; }
+.note { color: #666; font-size: 13px; }
+</style>"""
 FILES = ("runs.csv", "throughput.png", "latency.png", "latency_distribution.png", "index.html")
 
 
@@ -222,15 +232,7 @@ def index_html(
     )
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{e(title)}</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 24px; color: #222; }}
-table {{ border-collapse: collapse; margin: 12px 0 24px; font-size: 13px; }}
-th, td {{ border: 1px solid #ccc; padding: 4px 8px; text-align: left; }}
-th {{ background: #f3f3f3; }}
-img {{ max-width: 100%; border: 1px solid #ddd; }}
-figure {{ margin: 12px 0; }}
-.note {{ color: #666; font-size: 13px; }}
-</style></head><body>
+{PAGE_STYLE}</head><body>
 <h1>{e(title)}</h1>
 <p class="note">{len(runs)} run(s); throughput = inferences x batch per second, latency per request
 as benchmark_app reports it. Files: <a href="runs.csv">runs.csv</a>.</p>

@@ -8,6 +8,7 @@ drop rows of its cache), so a row that has finished is fed ``<|endoftext|>`` unt
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ovbatch.tasks.transcribe.rules import LogitRules, RowHistory, log_softmax
+from ovbatch.tasks.transcribe.stats import EngineStats
 from ovbatch.tasks.transcribe.tokens import SpecialTokens
 
 
@@ -38,7 +40,10 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 class WindowDecoder:
     """Decodes windows of one model; reuses one infer request (not thread-safe)."""
 
-    def __init__(self, compiled_decoder: Any, specials: SpecialTokens, vocab_size: int) -> None:
+    def __init__(
+        self, compiled_decoder: Any, specials: SpecialTokens, vocab_size: int, stats: EngineStats | None = None
+    ) -> None:
+        self.stats = stats if stats is not None else EngineStats()
         self._request = compiled_decoder.create_infer_request()
         self.specials = specials
         self.rules = LogitRules(specials, vocab_size)
@@ -55,7 +60,9 @@ class WindowDecoder:
         """Most probable language of each window (argmax over the language tokens after SOT)."""
         self._request.reset_state()
         sot = np.full((hidden.shape[0], 1), self.specials.sot, dtype=np.int64)
+        t0 = time.perf_counter()
         logits = self._infer(sot, hidden)[:, 0]
+        self.stats.language_s += time.perf_counter() - t0
         return [self._lang_names[int(self._lang_ids[i])] for i in logits[:, self._lang_ids].argmax(axis=-1)]
 
     def decode(
@@ -69,8 +76,13 @@ class WindowDecoder:
         """Decode each row of ``hidden`` (``(B, frames, d)``) from its prompt (all the same length);
         ``between`` is called after every token step and may raise to abandon the decode."""
         n = hidden.shape[0]
+        stats = self.stats
         self._request.reset_state()
+        t0 = time.perf_counter()
         first = self._infer(np.asarray(prompts, dtype=np.int64), hidden)
+        stats.prefill_s += time.perf_counter() - t0
+        stats.prefill_calls += 1
+        stats.decodes += n
         no_speech = self._no_speech_probs(first[:, 0])
         logits = first[:, -1].copy()
         small = np.ascontiguousarray(hidden[:, :1])  # ignored after the first call: the cache holds it
@@ -82,6 +94,7 @@ class WindowDecoder:
         lengths = np.full(n, self.sample_len, dtype=np.int64)
         for step in range(self.sample_len):
             next_tokens, logprobs = self._choose(logits, history, temps, rngs)
+            stats.tokens += int(n - done.sum())
             sum_logprobs += np.where(done, 0.0, logprobs)
             next_tokens = np.where(done, self.specials.eot, next_tokens)
             tokens[:, step] = next_tokens
@@ -92,7 +105,10 @@ class WindowDecoder:
             if done.all() or step == self.sample_len - 1:
                 break
             between()
+            t0 = time.perf_counter()
             logits = self._infer(next_tokens[:, None], small)[:, -1].copy()
+            stats.step_s += time.perf_counter() - t0
+            stats.steps += 1
         return [
             DecodeResult(tokens[i, : lengths[i]].tolist(), float(sum_logprobs[i]), float(no_speech[i]), float(temps[i]))
             for i in range(n)

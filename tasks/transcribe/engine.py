@@ -36,6 +36,7 @@ from ovbatch.tasks.transcribe.alignment import Aligner, compile_aligner, default
 from ovbatch.tasks.transcribe.decoding import DecodeResult, WindowDecoder
 from ovbatch.tasks.transcribe.features import FeatureConfig, LogMel
 from ovbatch.tasks.transcribe.segments import WindowResult, compression_ratio, split_window
+from ovbatch.tasks.transcribe.stats import EngineStats
 from ovbatch.tasks.transcribe.streaming import AudioStream, level_range_db, pieces
 from ovbatch.tasks.transcribe.tokens import Detokenizer, SpecialTokens
 from ovbatch.tasks.transcribe.types import SAMPLE_RATE, Segment, TranscribeOptions, Transcript, Word
@@ -145,7 +146,8 @@ class WhisperEngine:
         self.features = features
         self._encoder = compiled[ENCODER].create_infer_request()
         vocab = int(compiled[DECODER].outputs[0].get_partial_shape()[2].get_length())
-        self.decoder = WindowDecoder(compiled[DECODER], specials, vocab)
+        self.stats = EngineStats()  # where the time goes (tasks/transcribe/stats.py)
+        self.decoder = WindowDecoder(compiled[DECODER], specials, vocab, self.stats)
         self.detokenizer = Detokenizer(compiled[DETOKENIZER], specials.eot, specials.timestamp_begin)
         self.aligner = aligner  # word timestamps need it and the tokenizer's vocabulary
         self._tokenizer_json = tokenizer_json
@@ -349,8 +351,17 @@ class WhisperEngine:
                 tracks[i].file.language = language
 
     def _encode(self, windows: list[np.ndarray]) -> np.ndarray:
-        self._encoder.infer({0: self.features.batch(windows, self.config.pad_log_mel)})
-        return self._encoder.get_output_tensor(0).data.copy()
+        stats = self.stats
+        t0 = time.perf_counter()
+        mel = self.features.batch(windows, self.config.pad_log_mel)
+        t1 = time.perf_counter()
+        self._encoder.infer({0: mel})
+        hidden = self._encoder.get_output_tensor(0).data.copy()
+        stats.features_s += t1 - t0
+        stats.encoder_s += time.perf_counter() - t1
+        stats.encoder_calls += 1
+        stats.windows += len(windows)
+        return hidden
 
     # decoding -----------------------------------------------------------------------------------
 
@@ -364,7 +375,9 @@ class WhisperEngine:
         todo = list(range(len(tracks)))
         tried: list[list[tuple[DecodeResult, str]]] = [[] for _ in tracks]
         chosen: list[DecodeResult | None] = [None] * len(tracks)
-        for temperature in self.config.temperatures:
+        for attempt, temperature in enumerate(self.config.temperatures):
+            if attempt:
+                self.stats.fallbacks += len(todo)
             rngs = [self._rng_for(tracks[i], temperature) for i in todo]
             got = self.decoder.decode(
                 hidden[todo], [prompts[i] for i in todo], [temperature] * len(todo), rngs, between

@@ -113,3 +113,29 @@ def test_an_output_outside_the_allowed_roots_fails_alone_before_any_work(tmp_pat
     assert not elsewhere.exists(), "neither the output nor the batch report may be written there"
     with pytest.raises(Exception, match="outside the storage roots"):
         ctx.open_input(ctx.store(allowed.as_uri() + "/"), (tmp_path / "secret.wav").as_uri())
+
+
+def test_two_kinds_of_one_model_get_their_own_engines(tmp_path: Path) -> None:
+    """A worker that benchmarked a model and then quantizes it (or transcribes after a benchmark)
+    must not be handed the other kind's cached engine: the cache key names the kind."""
+    import openvino as ov
+
+    from ovbatch.crypto.keyring import Keyring
+    from ovbatch.registry.registry import Registry
+    from ovbatch.storage import open_store
+    from ovbatch.tasks.benchmark.job import Benchmarker
+    from ovbatch.tasks.quantize.job import Quantizer
+    from tests.conftest import build_tiny_ir
+
+    ring = Keyring(tmp_path / "keys" / "keyring.json")
+    ring.add_new_key()
+    ring.save()
+    registry = Registry(open_store((tmp_path / "registry").as_uri() + "/"), ring)
+    registry.import_folder(build_tiny_ir(tmp_path / "src"), "tiny")
+    settings = Settings.from_env({"OVBATCH_STORAGE_URL": (tmp_path / "store").as_uri()})
+    ctx = WorkerContext(settings, registry, MemoryBatchStore(), ov.Core(), "CPU", "w@test", ModelCache(4, 1 << 30))
+    bench = ctx.engine("benchmark", "tiny@1", "CPU")
+    quant = ctx.engine("quantize", "tiny@1", "CPU")
+    assert isinstance(bench, Benchmarker), f"the benchmark kind got {type(bench).__name__}"
+    assert isinstance(quant, Quantizer), f"the quantize kind got {type(quant).__name__} (another kind's engine)"
+    assert ctx.engine("benchmark", "tiny@1", "CPU") is bench, "the same kind's engine is cached"
