@@ -126,6 +126,13 @@ def list_(ctx: click.Context) -> None:
         rows += 1
     if not rows:
         click.echo(f"no models in {registry.store.url}; add one with `ovbatch models import`")
+    left = [u for u in registry.unfinished_imports() if u.state != "running"]
+    if left:
+        click.echo(
+            f"{len(left)} unfinished import(s) (killed before their manifest was written; never visible): "
+            "`ovbatch models clean` lists and removes them",
+            err=True,
+        )
 
 
 @models.command("show")
@@ -185,3 +192,28 @@ def rm(ctx: click.Context, ref: str) -> None:
     parsed = ModelRef.parse(ref)
     registry.remove(parsed)
     click.echo(f"removed {parsed}")
+
+
+@models.command("clean")
+@click.option(
+    "--older-than",
+    "older_than_h",
+    type=click.FloatRange(min=0),
+    default=24.0,
+    show_default=True,
+    help="Hours: leftovers of imports by other hosts go once this old (this host's dead ones always go).",
+)
+@click.option("--dry-run", is_flag=True, help="List what would be removed; remove nothing.")
+@click.pass_context
+@clean_errors
+def clean(ctx: click.Context, older_than_h: float, dry_run: bool) -> None:
+    """Remove what killed imports left: version folders with no manifest (their reservation and any
+    encrypted files). Imports still running on this host are never touched."""
+    registry = open_registry(ctx, need_keyring=False)
+    found = registry.unfinished_imports()
+    chosen = registry.clean_unfinished(older_than_s=older_than_h * 3600, dry_run=dry_run)
+    for item in found:
+        mark = ("would remove" if dry_run else "removed") if item in chosen else "kept"
+        click.echo(f"{mark:>12}  {item.describe()}")
+    if not found:
+        click.echo("no unfinished imports")

@@ -38,7 +38,7 @@ from ovbatch.errors import (
     StorageError,
     VersionExists,
 )
-from ovbatch.registry import extensions, refs, sources
+from ovbatch.registry import extensions, refs, sources, unfinished
 from ovbatch.registry.irio import model_io
 from ovbatch.registry.refs import ModelRef
 from ovbatch.storage import ObjectStore
@@ -206,11 +206,13 @@ class Registry:
 
     # -- writing -------------------------------------------------------------------------
     def _reserve(self, name: str, version: str | None) -> str:
+        self.clean_unfinished(name, only_dead=True)  # a killed import of this host: its number and files
+        body = unfinished.reservation_body()
         if version is not None:
             if self.store.exists(refs.manifest_key(name, version)):
                 raise VersionExists(f"{name}@{version} already exists; versions are immutable")
             try:
-                self.store.put_bytes(refs.reservation_key(name, version), b"", if_absent=True)
+                self.store.put_bytes(refs.reservation_key(name, version), body, if_absent=True)
             except ObjectExists:
                 raise VersionExists(f"{name}@{version} is already taken by another import") from None
             return version
@@ -218,10 +220,34 @@ class Registry:
         candidate = max((int(v) for v in taken if v.isdigit()), default=0) + 1
         while True:
             try:
-                self.store.put_bytes(refs.reservation_key(name, str(candidate)), b"", if_absent=True)
+                self.store.put_bytes(refs.reservation_key(name, str(candidate)), body, if_absent=True)
                 return str(candidate)
             except ObjectExists:
                 candidate += 1
+
+    def unfinished_imports(self, name: str | None = None) -> list[unfinished.Unfinished]:
+        """Imports that never finished (``unfinished.py``)."""
+        return unfinished.find(self.store, name)
+
+    def clean_unfinished(
+        self,
+        name: str | None = None,
+        *,
+        older_than_s: float = 24 * 3600.0,
+        only_dead: bool = False,
+        dry_run: bool = False,
+    ) -> list[unfinished.Unfinished]:
+        """Remove what killed imports left: those whose owner on this host is dead, and (unless
+        ``only_dead``) those of other hosts older than ``older_than_s``. Returns what was (or, with
+        ``dry_run``, would be) removed."""
+        chosen = [
+            u for u in self.unfinished_imports(name) if (u.state == "dead" if only_dead else u.removable(older_than_s))
+        ]
+        for item in chosen:
+            if not dry_run:
+                log.warning("removing an unfinished import: %s", item.describe())
+                unfinished.remove(self.store, item)
+        return chosen
 
     def import_folder(
         self,
