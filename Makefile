@@ -48,7 +48,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy .cache/typecheck/ovbatch
 
 unit: $(STAMP) system-deps redis
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=25
 
 test: lint typecheck unit
 
@@ -66,6 +66,7 @@ bench: $(STAMP) system-deps redis
 	$(BIN)/python -m benchmarks.quantize_diffusion_bench --tiny
 	$(BIN)/python -m benchmarks.transcribe_bench --int8 --skip-torch --rss-jobs 0
 	$(BIN)/python -m benchmarks.benchmark_parity --time 10 --rounds 3
+	$(BIN)/python -m benchmarks.pipeline_bench --int8 --images real
 	$(BIN)/python -m benchmarks.fault_suite all
 	$(BIN)/python -m benchmarks.bad_inputs --home $(CURDIR)/.cache/bench-bad-inputs
 	$(BIN)/python -m benchmarks.scale

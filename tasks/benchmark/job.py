@@ -119,32 +119,33 @@ def measure_job(job: BenchmarkJob, bench: Benchmarker, env: JobEnv, watch: Watch
     env.stage(f"{job.display}: decrypting in memory")
     load_before = machine.load()
     started_s = time.time()
-    t0 = time.perf_counter()
-    version = decrypt_version(bench.registry, bench.ref, roles=[job.part, bin_role])
-    try:
-        decrypt_ms = (time.perf_counter() - t0) * 1000
+    with machine.OtherCpu() as other:
         t0 = time.perf_counter()
-        model = version.read_model(bench.core, job.part)
-        read_ms = (time.perf_counter() - t0) * 1000
-        watch.check("the model was being read")
-        result = measure.measure(
-            bench.core,
-            model,
-            cfg,
-            bench.config,
-            lambda: watch.check("this benchmark was measuring"),
-            job.display,
-            on_stage=lambda text: env.stage(f"{job.display}: {text}"),
-        )
-        del model
-    finally:
-        version.wipe()
+        version = decrypt_version(bench.registry, bench.ref, roles=[job.part, bin_role])
+        try:
+            decrypt_ms = (time.perf_counter() - t0) * 1000
+            t0 = time.perf_counter()
+            model = version.read_model(bench.core, job.part)
+            read_ms = (time.perf_counter() - t0) * 1000
+            watch.check("the model was being read")
+            result = measure.measure(
+                bench.core,
+                model,
+                cfg,
+                bench.config,
+                lambda: watch.check("this benchmark was measuring"),
+                job.display,
+                on_stage=lambda text: env.stage(f"{job.display}: {text}"),
+            )
+            del model
+        finally:
+            version.wipe()
     load_after = machine.load()
     info = machine.describe(job.device, device_info)
     info.update(
         load_before=load_before,
         load_after=load_after,
-        busy=machine.busy(load_before, info["pinned_cpus"]),
+        **other.report(),
         worker_config={k: str(v) for k, v in bench.config.items()},
     )
     data: dict[str, Any] = {

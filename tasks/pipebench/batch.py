@@ -15,7 +15,17 @@ from ovbatch.tasks.pipebench import report
 from ovbatch.tasks.pipebench.spec import PipelineJob
 
 SPEECH_STAGES = ("features", "encoder", "language_detection", "decoder_first_calls", "decoder_steps", "other")
-COLORS = ("#8172B3", "#4C72B0", "#937860", "#DD8452", "#C44E52", "#BBBBBB")
+COLORS = {
+    "features": "#8172B3",
+    "encoder": "#4C72B0",
+    "language_detection": "#937860",
+    "decoder_first_calls": "#DD8452",
+    "decoder_steps": "#C44E52",
+    "text_encoder": "#8172B3",
+    "unet": "#DD8452",
+    "vae_decode": "#55A868",
+    "other": "#BBBBBB",
+}
 
 
 def load_runs(batches: BatchStore, batch_id: str, out: ObjectStore) -> list[dict[str, Any]]:
@@ -58,10 +68,16 @@ def stage_bars(run: dict[str, Any]) -> tuple[str, list[tuple[str, float]]]:
     return "ms per image", [*parts, ("other", max(0.0, total - sum(v for _, v in parts)))]
 
 
+def headline_text(run: dict[str, Any]) -> str:
+    res = run["results"]
+    if run["pipeline"] == "transcribe":
+        return f"RTFx {res['rtfx']:.1f}"
+    return f"{res['seconds_per_image']:.2f} s/image"
+
+
 def stages_chart(runs: list[dict[str, Any]]) -> bytes:
     done = [r for r in runs if r.get("status") == "done"]
-    fig, axes = _figure(9, 1.6 + 0.5 * len(done))
-    ax = axes
+    fig, ax = _figure(9, 2.2 + 0.5 * len(done))
     ys = list(range(len(done)))[::-1]
     seen: set[str] = set()
     units = set()
@@ -69,19 +85,21 @@ def stages_chart(runs: list[dict[str, Any]]) -> bytes:
         unit, bars = stage_bars(run)
         units.add(unit)
         left = 0.0
-        for (stage, ms), color in zip(bars, COLORS if run["pipeline"] == "transcribe" else COLORS[1::2], strict=False):
-            ax.barh(y, ms, left=left, color=color, label=stage if stage not in seen else None)
+        for stage, ms in bars:
+            ax.barh(y, ms, left=left, color=COLORS[stage], label=stage if stage not in seen else None)
             seen.add(stage)
             left += ms
-        figures = report.headline(run)
-        note = ", ".join(f"{k} {v:g}" for k, v in figures.items())
-        ax.text(left, y, f"  {note}", va="center", fontsize=7)
-    ax.set_yticks(ys, [f"{r['model']} {r['config'].get('device')} [{r['run_id']}]" for r in done], fontsize=8)
+        ax.text(left, y, f"  {headline_text(run)}", va="center", fontsize=8)
+    labels = [
+        f"{r['model']} {r['config'].get('device')} {r.get('inference_precision') or ''} #{str(r['run_id'])[-3:]}"
+        for r in done
+    ]
+    ax.set_yticks(ys, labels, fontsize=8)
     ax.set_xlabel(" / ".join(sorted(units)))
     ax.set_title("Where each run's time went, stage by stage", fontsize=10)
     xmax = max((sum(ms for _, ms in stage_bars(r)[1]) for r in done), default=1.0)
-    ax.set_xlim(0, xmax * 1.6)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.set_xlim(0, xmax * 1.25)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=6, frameon=False)
     return _png(fig)
 
 

@@ -53,7 +53,7 @@ def run(job: PipelineJob, env: JobEnv) -> Outcome:
 def measure_job(job: PipelineJob, env: JobEnv) -> dict[str, Any]:
     load_before = machine.load()
     started_s = time.time()
-    with PeakRss() as rss:
+    with PeakRss() as rss, machine.OtherCpu() as other:
         pipeline = env.engine_for(job)
         if pipeline.kind != job.pipeline:
             raise InputError(f"{job.model} runs the {pipeline.kind} pipeline, not {job.pipeline}")
@@ -65,7 +65,7 @@ def measure_job(job: PipelineJob, env: JobEnv) -> dict[str, Any]:
         measured = measure(job, pipeline.engine, env, check)
     load_after = machine.load()
     info = machine.describe(job.device, {"full_name": pipeline.full_device_name, "capabilities": pipeline.capabilities})
-    info.update(load_before=load_before, load_after=load_after, busy=machine.busy(load_before, info["pinned_cpus"]))
+    info.update(load_before=load_before, load_after=load_after, **other.report())
     results = measured["results"]
     results.update(
         load_s=pipeline.load_s if first_use else None,  # decrypt + compile: only the run that loaded it paid it
@@ -81,6 +81,7 @@ def measure_job(job: PipelineJob, env: JobEnv) -> dict[str, Any]:
         "model_digest": job.model_digest,
         "pipeline": job.pipeline,
         "model_precision": pipeline.precision,
+        "inference_precision": pipeline.inference_precision or None,
         "repeat": job.repeat,
         "sweep": dict(job.sweep),
         "config": job.configuration(),

@@ -31,6 +31,7 @@ class Pipeline:
     full_device_name: str
     capabilities: list[str]
     precision: str = ""  # the version's weights (the registry manifest's precision)
+    inference_precision: str = ""  # what the engine computes in (INFERENCE_PRECISION_HINT after compile)
     runs: int = 0
 
 
@@ -41,6 +42,14 @@ def _device_info(load: EngineLoad) -> tuple[str, list[str]]:
     except RuntimeError:
         return load.device, []
     return name, caps
+
+
+def _compiled_precision(compiled: Any) -> str:
+    try:
+        value = compiled.get_property("INFERENCE_PRECISION_HINT")
+        return str(value.to_string() if hasattr(value, "to_string") else value)  # "f32", "bf16"
+    except RuntimeError:  # a device without the property
+        return ""
 
 
 def load_speech(load: EngineLoad) -> Loaded:
@@ -58,7 +67,8 @@ def load_speech(load: EngineLoad) -> Loaded:
     size = sum(int(b.nbytes) for b in version.buffers.values())
     name, caps = _device_info(load)
     precision = str(load.manifest.get("precision", ""))
-    pipeline = Pipeline(engine, "transcribe", load_s, dict(timings.seconds), name, caps, precision)
+    computes = _compiled_precision(next(iter(compiled.values())))
+    pipeline = Pipeline(engine, "transcribe", load_s, dict(timings.seconds), name, caps, precision, computes)
     return Loaded(pipeline, size, release=version.wipe)
 
 

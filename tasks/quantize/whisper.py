@@ -6,7 +6,8 @@ Recipes (measured on Whisper base on these machines: see benchmarks/RESULTS.md):
 * ``int8-hybrid`` (default): encoder ``nncf.quantize`` (transformer model type, SmoothQuant alpha
   ``smooth_quant_alpha`` for MatMuls) on encoder inputs captured from the calibration audio; decoder
   weight-only INT8 (``INT8_ASYM``). The decoder's activations stay in float: quantizing them breaks
-  long-form decoding (repetition loops).
+  long-form decoding (repetition loops). ``keep_float`` (``stem``, ``attention``) leaves the encoder's
+  two stem convolutions and/or attention's Q and K inputs out of the PTQ.
 * ``int8-weights``: weight-only INT8 for both, no calibration needed.
 * ``int4-weights``: decoder weights INT4 (``ratio`` of the layers, ``group_size``; data-aware AWQ /
   scale estimation with ``awq``/``scale_estimation`` and a calibration set), encoder weights INT8.
@@ -137,6 +138,43 @@ def capture(
     return Capture(enc.samples, dec.samples, sum(durations.values()))
 
 
+def _from_constants(node: Any, depth: int = 0) -> bool:
+    """A node computed from constants only (a weight, perhaps decompressed: Convert, Multiply...)."""
+    if node.get_type_name() == "Constant":
+        return True
+    if depth > 4 or node.get_input_size() == 0:
+        return False
+    return all(_from_constants(node.input_value(i).get_node(), depth + 1) for i in range(node.get_input_size()))
+
+
+KEEP_FLOAT = ("attention", "stem")
+
+
+def kept_float(model: Any, keep: str) -> Any:
+    """NNCF's ignored scope for ``keep`` (comma-separated): ``attention`` leaves attention's inputs in
+    float (ScaledDotProductAttention's Q and K, which NNCF's transformer type quantizes, and any MatMul
+    of two computed tensors), ``stem`` the convolutions in front of the encoder's layers."""
+    import nncf
+
+    parts = {p.strip() for p in keep.split(",") if p.strip()}
+    unknown = parts - set(KEEP_FLOAT)
+    if unknown:
+        raise ValueError(f"keep_float {keep!r}: use a comma-separated choice of {', '.join(KEEP_FLOAT)}")
+    if not parts:
+        return None
+    names, types = [], []
+    if "attention" in parts:
+        types.append("ScaledDotProductAttention")
+        names += [
+            op.get_friendly_name()
+            for op in model.get_ordered_ops()
+            if op.get_type_name() == "MatMul" and not any(_from_constants(op.input_value(i).get_node()) for i in (0, 1))
+        ]
+    if "stem" in parts:
+        types.append("Convolution")
+    return nncf.IgnoredScope(names=names, types=types, validate=False)
+
+
 def quantize(
     version: DecryptedVersion, core: Any, recipe: str, params: dict[str, Any], calib: Capture | None
 ) -> dict[str, Any]:
@@ -147,14 +185,16 @@ def quantize(
     encoder, decoder = version.read_model(core, ENCODER), version.read_model(core, DECODER)
     int8 = nncf.CompressWeightsMode.INT8_ASYM
 
-    def ptq(model: Any, samples: list[Any], alpha: float) -> Any:
+    def ptq(model: Any, samples: list[Any], alpha: float, keep: str = "") -> Any:
         advanced = AdvancedQuantizationParameters(smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=alpha))
+        ignored = kept_float(model, keep)
         return nncf.quantize(
             model,
             nncf.Dataset(samples),
             model_type=nncf.ModelType.TRANSFORMER,
             subset_size=len(samples),
             advanced_parameters=advanced,
+            ignored_scope=ignored,
         )
 
     if recipe == "int8-weights":
@@ -175,7 +215,7 @@ def quantize(
         return {ENCODER: nncf.compress_weights(encoder, mode=int8), DECODER: dec}
     assert calib is not None and calib.encoder, "int8 PTQ recipes need calibration audio"
     alpha = float(params["smooth_quant_alpha"])
-    q_encoder = ptq(encoder, calib.encoder, alpha)
+    q_encoder = ptq(encoder, calib.encoder, alpha, str(params.get("keep_float", "")))
     if recipe == "int8-hybrid":
         return {ENCODER: q_encoder, DECODER: nncf.compress_weights(decoder, mode=int8)}
     if recipe == "int8-full":

@@ -403,3 +403,27 @@ def test_figures_match_benchmark_apps_on_the_same_model(home: dict[str, object],
     assert 0.9 <= lat_ratio <= 1.1, (
         f"median latency ovbatch/benchmark_app = {lat_ratio:.3f} (ours {ours}, theirs {theirs})"
     )
+
+
+def test_other_cpu_counts_other_processes_on_the_runs_cores_not_the_run_itself() -> None:
+    """ "Otherwise busy" comes from what other processes did on the run's cores during the run (the
+    load average lags and counts the worker's own earlier work): a competing process pinned to the
+    same cores is seen; the run's own CPU time is not counted as another's."""
+    from ovbatch.tasks.benchmark.machine import OtherCpu
+
+    cores = ",".join(str(c) for c in sorted(os.sched_getaffinity(0)))
+    with OtherCpu() as own:
+        end = time.perf_counter() + 1.0
+        while time.perf_counter() < end:  # this process keeps one core busy
+            pass
+    hog = subprocess.Popen(["taskset", "-c", cores, sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        with OtherCpu() as shared:
+            time.sleep(1.5)
+    finally:
+        hog.kill()
+        hog.wait()
+    assert shared.others_cores > 0.6 and shared.report()["busy"], shared.report()
+    assert own.others_cores < shared.others_cores - 0.3, (own.report(), shared.report())
+    assert set(own.report()) == {"other_cpu_cores", "steal_cpu_cores", "busy"}

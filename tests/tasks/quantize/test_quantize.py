@@ -261,3 +261,34 @@ def test_quantization_writes_no_plaintext_to_disk(home: dict[str, object], tmp_p
     shutil.rmtree(leak_dir)
     hits = scan([storage, tmp, user_home, Path("/dev/shm")], samples)
     assert not hits, "plaintext model bytes found on disk:\n" + "\n".join(hits)
+
+
+def test_keep_float_leaves_the_stem_out_of_whisper_ptq() -> None:
+    """``--param keep_float=stem`` leaves the convolutions in front of the encoder unquantized (no
+    FakeQuantize on their input) while the linear layers are quantized; unknown parts are refused."""
+    import nncf
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    from ovbatch.tasks.quantize.whisper import kept_float
+
+    rng = np.random.default_rng(0)
+    x = ops.parameter([1, 8, 32], np.float32, name="input_features")
+    conv = ops.convolution(x, ops.constant(rng.standard_normal((16, 8, 3)).astype(np.float32)), [1], [1], [1], [1])
+    y = ops.matmul(conv, ops.constant(rng.standard_normal((32, 32)).astype(np.float32)), False, False)
+    model = ov.Model([ops.relu(y)], [x], "stem-and-linear")
+    samples = [rng.standard_normal((1, 8, 32)).astype(np.float32) for _ in range(4)]
+
+    def quantized_inputs(keep: str) -> set[str]:
+        q = nncf.quantize(model.clone(), nncf.Dataset(samples), subset_size=4, ignored_scope=kept_float(model, keep))
+        return {
+            op.get_type_name()
+            for op in q.get_ordered_ops()
+            if any(op.input_value(i).get_node().get_type_name() == "FakeQuantize" for i in range(op.get_input_size()))
+        }
+
+    assert {"Convolution", "MatMul"} <= quantized_inputs(""), "both are quantized by default"
+    kept = quantized_inputs("stem")
+    assert "Convolution" not in kept and "MatMul" in kept, kept
+    with pytest.raises(ValueError, match="keep_float 'head': use a comma-separated choice of attention, stem"):
+        kept_float(model, "head")
