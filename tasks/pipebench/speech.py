@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ovbatch.errors import InputError
+from ovbatch.errors import InputError, ObjectNotFound
 from ovbatch.jobs import JobEnv
 from ovbatch.tasks.pipebench.spec import PipelineJob
 from ovbatch.tasks.transcribe import audio
@@ -46,7 +46,7 @@ def decode_all(job: PipelineJob, env: JobEnv, check: Callable[[], None]) -> Deco
         try:
             with env.open_input(item.url) as raw, seekable(raw) as stream:
                 samples = audio.load(stream, item.display, max_duration_s=limit)
-        except InputError as exc:
+        except (InputError, ObjectNotFound) as exc:  # unreadable, or gone since submission: it fails alone
             message = str(exc)
             out.failures.append(
                 {
