@@ -57,7 +57,7 @@ RECIPES: dict[tuple[str, str], Recipe] = {
             "whisper",
             "int8-hybrid",
             "encoder INT8 PTQ (SmoothQuant on MatMuls) + decoder INT8 weights",
-            {"smooth_quant_alpha": 0.5, "encoder_samples": 128, "keep_float": ""},
+            {"smooth_quant_alpha": 0.5, "encoder_samples": 128, "keep_float": "stem"},
             calibration="required",
         ),
         Recipe("whisper", "int8-weights", "INT8 weights (encoder and decoder), activations in float"),
@@ -168,8 +168,10 @@ def _coerce(recipe: str, key: str, value: Any, default: bool | int | float | str
             number_f = float(value) if not isinstance(value, bool) else None
         except (TypeError, ValueError):
             number_f = None
-        if number_f is None or number_f != number_f or number_f < 0:
+        if number_f is None or number_f != number_f:
             raise BadInputError(problem)
+        if number_f < 0:
+            raise BadInputError(f"recipe {recipe}: option {key} must be 0 or more, not {value!r}")
         return number_f
     return str(value)
 
