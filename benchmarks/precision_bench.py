@@ -95,18 +95,14 @@ def transcribe(
     return texts, time.perf_counter() - t0
 
 
-def prepare(home: Path, clips: Path, refs: dict[str, str]) -> dict[str, str]:
+def whisper_registry(home: Path) -> Any:
+    """The encrypted ``file://`` registry under ``home``, holding the real Whisper base as
+    ``whisper-base@1`` (made, with its keyring, on the first call)."""
     from ovbatch.crypto.keyring import Keyring
     from ovbatch.registry.registry import Registry
     from ovbatch.samples import fetch_whisper_base
     from ovbatch.storage.file import FileStore
 
-    env = {
-        **os.environ,
-        "OVBATCH_STORAGE_URL": (home / "storage").as_uri(),
-        "OVBATCH_KEYRING": str(home / "keyring.json"),
-        "OVBATCH_BROKER_URL": "redis://127.0.0.1:1/0",
-    }
     if not (home / "keyring.json").exists():
         home.mkdir(parents=True, exist_ok=True)
         ring = Keyring(home / "keyring.json")
@@ -114,7 +110,17 @@ def prepare(home: Path, clips: Path, refs: dict[str, str]) -> dict[str, str]:
         ring.save()
         ct2 = fetch_whisper_base(REPO / ".cache" / "models" / "whisper-base-ct2")
         Registry(FileStore(home / "storage"), ring).import_folder(ct2, "whisper-base")
-    registry = Registry(FileStore(home / "storage"), Keyring.load(home / "keyring.json"))
+    return Registry(FileStore(home / "storage"), Keyring.load(home / "keyring.json"))
+
+
+def prepare(home: Path, clips: Path, refs: dict[str, str]) -> dict[str, str]:
+    env = {
+        **os.environ,
+        "OVBATCH_STORAGE_URL": (home / "storage").as_uri(),
+        "OVBATCH_KEYRING": str(home / "keyring.json"),
+        "OVBATCH_BROKER_URL": "redis://127.0.0.1:1/0",
+    }
+    registry = whisper_registry(home)
     if registry.versions("whisper-base") == ["1"]:
         names = sorted(refs)
         for sub, chosen in (("calib", names[0::4]), ("eval", names[2::8])):

@@ -15,7 +15,9 @@ import itertools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
+
+import msgspec
 
 from ovbatch.errors import BadInputError, InputError, ModelNotFound
 from ovbatch.registry import extensions
@@ -26,6 +28,8 @@ from ovbatch.tasks.benchmark import shapes
 from ovbatch.tasks.benchmark.measure import HINTS, PRECISIONS, Config
 from ovbatch.tasks.benchmark.spec import BenchmarkJob, job_id_for
 from ovbatch.workers.cache import content_digest
+
+J = TypeVar("J", bound=msgspec.Struct)  # a job spec with a job_id field
 
 DEVICE = re.compile(r"^(CPU|GPU|NPU)(\.\d+)?$|^(AUTO|MULTI|HETERO)(:[A-Z0-9.,]+)?$")
 # sweep keys -> Request fields (and how a value is read)
@@ -266,7 +270,6 @@ def plan(
     return result
 
 
-def replace_job(job: BenchmarkJob, job_id: str) -> BenchmarkJob:
-    import msgspec
-
+def replace_job(job: J, job_id: str) -> J:
+    """``job`` with its deterministic id (a job spec is a frozen msgspec struct)."""
     return msgspec.structs.replace(job, job_id=job_id)

@@ -10,6 +10,7 @@ and bad rows are listed in the batch and the run measures the rest.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -19,7 +20,7 @@ from ovbatch.errors import BadInputError, InputError, ModelNotFound
 from ovbatch.registry.refs import ModelRef
 from ovbatch.registry.registry import Registry
 from ovbatch.submission import Failure, Plan
-from ovbatch.tasks.benchmark.submit import DEVICE, check_workers, parse_sweep
+from ovbatch.tasks.benchmark.submit import DEVICE, check_workers, parse_sweep, replace_job
 from ovbatch.tasks.benchmark.submit import Request as BenchmarkRequest
 from ovbatch.tasks.pipebench.spec import MAX_AUDIO_FILES, MAX_PROMPTS, AudioInput, PipelineJob, PromptInput, job_id_for
 from ovbatch.tasks.transcribe.types import TranscribeOptions
@@ -45,8 +46,6 @@ def expand(model: str, device: str, sweep: str | None) -> list[Config]:
     bad = [key for key, _ in terms if key not in SWEEP_KEYS]
     if bad:
         raise BadInputError(f"--sweep {', '.join(bad)}: a --pipeline run sweeps {' and '.join(SWEEP_KEYS)} only")
-    import itertools
-
     out = []
     for combo in itertools.product(*(values for _, values in terms)):
         chosen = dict(zip((k for k, _ in terms), combo, strict=True))
@@ -192,9 +191,7 @@ def plan(
                 **fields,
             )
             job_id = job_id_for(batch_id, digest, material, job.configuration(), r)
-            import msgspec
-
-            result.jobs.append(msgspec.structs.replace(job, job_id=job_id))
+            result.jobs.append(replace_job(job, job_id))
     # inputs that could not be read are listed once, beside the runs that measured the others
     result.failures += inputs.failures
     result.meta = {

@@ -16,8 +16,10 @@ their bias drop it, so the encoder's linear layers could not be kept in f32 alon
 default, ``OVBATCH_WHISPER_PRECISION``) compiles float versions in f32, at a cost in speed: 80 clips
 of the set took 51.5 s against bf16's 29.7 s. Quantized versions (``ovbatch quantize``, manifest
 precision int8/int4) keep the plugin's default: the INT8-hybrid version made 584 errors in bf16 and
-592 in f32, in 20.6 and 24.3 s; its quantize gate measured it the same way. ``device`` (or ``bf16``)
-takes the old default back for every version.
+592 in f32, in 20.6 and 24.3 s; on an AMX Xeon, f32 for its float parts helped on one calibration
+split and hurt on the other (benchmarks/RESULTS.md, "Which part of the INT8 encoder loses words"),
+and the recipe that keeps encoder layer 0 in float loses nothing in bf16. Its quantize gate measures
+it the same way. ``device`` (or ``bf16``) takes the old default back for every version.
 """
 
 from __future__ import annotations

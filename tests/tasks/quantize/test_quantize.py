@@ -263,9 +263,10 @@ def test_quantization_writes_no_plaintext_to_disk(home: dict[str, object], tmp_p
     assert not hits, "plaintext model bytes found on disk:\n" + "\n".join(hits)
 
 
-def test_keep_float_leaves_the_stem_out_of_whisper_ptq() -> None:
+def test_keep_float_leaves_the_stem_or_a_layer_out_of_whisper_ptq() -> None:
     """``--param keep_float=stem`` leaves the convolutions in front of the encoder unquantized (no
-    FakeQuantize on their input) while the linear layers are quantized; unknown parts are refused."""
+    FakeQuantize on their input) while the linear layers are quantized, ``layer0`` the first encoder
+    layer's operations; unknown parts and layers the model lacks are refused."""
     import nncf
     import openvino as ov
     import openvino.opset13 as ops
@@ -276,6 +277,7 @@ def test_keep_float_leaves_the_stem_out_of_whisper_ptq() -> None:
     x = ops.parameter([1, 8, 32], np.float32, name="input_features")
     conv = ops.convolution(x, ops.constant(rng.standard_normal((16, 8, 3)).astype(np.float32)), [1], [1], [1], [1])
     y = ops.matmul(conv, ops.constant(rng.standard_normal((32, 32)).astype(np.float32)), False, False)
+    y.set_friendly_name("__module.layers.0.fc1/aten::linear/MatMul")  # as the exported encoder names it
     model = ov.Model([ops.relu(y)], [x], "stem-and-linear")
     samples = [rng.standard_normal((1, 8, 32)).astype(np.float32) for _ in range(4)]
 
@@ -290,5 +292,8 @@ def test_keep_float_leaves_the_stem_out_of_whisper_ptq() -> None:
     assert {"Convolution", "MatMul"} <= quantized_inputs(""), "both are quantized by default"
     kept = quantized_inputs("stem")
     assert "Convolution" not in kept and "MatMul" in kept, kept
-    with pytest.raises(ValueError, match="keep_float 'head': use a comma-separated choice of attention, stem"):
+    assert quantized_inputs("stem,layer0") == set(), "layer0 must leave the layer's MatMul in float"
+    with pytest.raises(ValueError, match="keep_float 'head': use a comma-separated choice of attention, stem, layerN"):
         kept_float(model, "head")
+    with pytest.raises(ValueError, match="keep_float layer1: the model has no operations named 'layers.1.'"):
+        kept_float(model, "stem,layer1")
