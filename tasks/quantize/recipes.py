@@ -57,7 +57,7 @@ RECIPES: dict[tuple[str, str], Recipe] = {
             "whisper",
             "int8-hybrid",
             "encoder INT8 PTQ (SmoothQuant on MatMuls) + decoder INT8 weights",
-            {"smooth_quant_alpha": 0.5, "encoder_samples": 128, "keep_float": "stem,layer0"},
+            {"smooth_quant_alpha": 0.5, "encoder_samples": 128, "keep_float": "stem,layer0,layer1"},
             calibration="required",
         ),
         Recipe("whisper", "int8-weights", "INT8 weights (encoder and decoder), activations in float"),

@@ -8,11 +8,13 @@ Recipes (measured on Whisper base on these machines: see benchmarks/RESULTS.md):
   weight-only INT8 (``INT8_ASYM``). The decoder's activations stay in float: quantizing them breaks
   long-form decoding (repetition loops). ``keep_float`` leaves parts of the encoder out of the PTQ:
   ``stem`` (its two convolutions), ``layerN`` (every operation of encoder layer N), ``attention``
-  (attention's Q and K inputs). The default, ``stem,layer0``: on an AMX Xeon, the encoder's output
-  SQNR against the float encoder was 20.7 dB with the stem alone in float, 21.0-22.7 with any one kind
-  of linear layer kept in float across all layers, 26.8 with layer 0 kept (27.3 with layers 0 and 1);
-  on 180 held-out clips the WER loss went from +1.40 / +0.82 points (two calibration splits) to
-  about zero (benchmarks/int8_recipe_bench.py, RESULTS.md).
+  (attention's Q and K inputs). The default, ``stem,layer0,layer1``: on an AMX Xeon, the encoder's
+  output SQNR against the float encoder was 20.7 dB with the stem alone in float, 21.0-22.7 with any
+  one kind of linear layer kept in float across all layers, 26.8 with layer 0 kept, 27.3 with layers
+  0 and 1; on 180 held-out clips the WER loss went from +1.40 / +0.82 points (two calibration
+  splits) to about zero with layer 0 or layers 0 and 1 in float, and on ``make demo``'s calibration
+  set from +0.87 (layer 0) to -0.17 (layers 0 and 1), for 3 % of the speed (benchmarks/
+  int8_recipe_bench.py, RESULTS.md).
 * ``int8-weights``: weight-only INT8 for both, no calibration needed.
 * ``int4-weights``: decoder weights INT4 (``ratio`` of the layers, ``group_size``; data-aware AWQ /
   scale estimation with ``awq``/``scale_estimation`` and a calibration set), encoder weights INT8.
