@@ -61,6 +61,11 @@ def check_limits(job: ImageJob, settings: Any) -> None:
 ENGINE_SCHEDULERS = {genai_name: name for name, genai_name in SCHEDULERS.items()}
 
 
+def engine_scheduler(name: str | None) -> str | None:
+    """The engine's name for a job's scheduler (``DDIM`` -> ``ddim``); None: the model's own."""
+    return ENGINE_SCHEDULERS[name] if name else None
+
+
 def request_of(job: ImageJob) -> ImageRequest:
     return ImageRequest(
         prompt=job.prompt,
@@ -70,7 +75,7 @@ def request_of(job: ImageJob) -> ImageRequest:
         guidance=job.guidance,
         width=job.width,
         height=job.height,
-        scheduler=ENGINE_SCHEDULERS[job.scheduler] if job.scheduler else None,
+        scheduler=engine_scheduler(job.scheduler),
         adapters=tuple((lora.model, lora.alpha) for lora in job.loras),
     )
 

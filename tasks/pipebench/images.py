@@ -14,6 +14,7 @@ from typing import Any
 
 from ovbatch.errors import InputError
 from ovbatch.jobs import JobEnv
+from ovbatch.tasks.imagegen.job import engine_scheduler
 from ovbatch.tasks.imagegen.request import ImageRequest
 from ovbatch.tasks.pipebench.spec import PipelineJob, PromptInput
 
@@ -29,7 +30,7 @@ def request_of(job: PipelineJob, row: PromptInput) -> ImageRequest:
         guidance=row.guidance,
         width=job.width,
         height=job.height,
-        scheduler=row.scheduler,
+        scheduler=engine_scheduler(row.scheduler),  # a job names genai's type, the engine its own
     )
 
 

@@ -106,11 +106,11 @@ def test_an_image_pipeline_run_reports_llm_bench_stage_timings(
     env = {"OVBATCH_STORAGE_URL": registry.store.url, "OVBATCH_KEYRING": str(registry.keyring.path)}  # type: ignore[attr-defined]
     prompts = tmp_path / "prompts.csv"
     prompts.write_text(
-        "prompt,seeds,width,height\n"
-        "a lighthouse at dusk,1-2,64,64\n"
-        "a red bicycle,3,64,64\n"
-        "a bad row,4,500,64\n"  # not a multiple of 8: fails alone, named
-        "another size,5,128,128\n"  # one size per run: fails alone, named
+        "prompt,seeds,width,height,scheduler\n"
+        "a lighthouse at dusk,1-2,64,64,\n"
+        "a red bicycle,3,64,64,LCM\n"  # a row naming a scheduler runs with it
+        "a bad row,4,500,64,\n"  # not a multiple of 8: fails alone, named
+        "another size,5,128,128,\n"  # one size per run: fails alone, named
     )
     out = tmp_path / "out"
     ref = str(imagegen_home.refs["lcm"])
