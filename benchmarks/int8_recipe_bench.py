@@ -73,23 +73,10 @@ def engine(core: Any, version: Any, encoder: Any, decoder: Any, config: Config) 
 
 def ptq_encoder(version: Any, core: Any, samples: list[Any], alpha: float, keep: str) -> Any:
     """The encoder quantized as the int8-hybrid recipe does it (tasks/quantize/whisper.py)."""
-    import nncf
-    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, AdvancedSmoothQuantParameters
-
-    from ovbatch.tasks.quantize.whisper import kept_float
+    from ovbatch.tasks.quantize.whisper import ptq
     from ovbatch.tasks.transcribe.engine import ENCODER
 
-    model = version.read_model(core, ENCODER)
-    return nncf.quantize(
-        model,
-        nncf.Dataset(samples),
-        model_type=nncf.ModelType.TRANSFORMER,
-        subset_size=len(samples),
-        advanced_parameters=AdvancedQuantizationParameters(
-            smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=alpha)
-        ),
-        ignored_scope=kept_float(model, keep),
-    )
+    return ptq(version.read_model(core, ENCODER), samples, alpha, keep)
 
 
 def sqnr_rows(version: Any, core: Any, samples: list[Any], windows: list[Any], keeps: list[str]) -> None:

@@ -155,7 +155,7 @@ def _from_constants(node: Any, depth: int = 0) -> bool:
     return all(_from_constants(node.input_value(i).get_node(), depth + 1) for i in range(node.get_input_size()))
 
 
-KEEP_FLOAT = ("attention", "stem", "layerN")
+KEEP_FLOAT = ("attention", "stem")
 _LAYER = re.compile(r"layer(\d+)")
 
 
@@ -169,7 +169,7 @@ def kept_float(model: Any, keep: str) -> Any:
     parts = {p.strip() for p in keep.split(",") if p.strip()}
     unknown = {p for p in parts if p not in KEEP_FLOAT and not _LAYER.fullmatch(p)}
     if unknown:
-        raise ValueError(f"keep_float {keep!r}: use a comma-separated choice of {', '.join(KEEP_FLOAT)}")
+        raise ValueError(f"keep_float {keep!r}: use a comma-separated choice of {', '.join(KEEP_FLOAT)}, layerN")
     if not parts:
         return None
     names, types = [], []
@@ -193,27 +193,32 @@ def kept_float(model: Any, keep: str) -> Any:
     return nncf.IgnoredScope(names=names, types=types, validate=False)
 
 
+def ptq(model: Any, samples: list[Any], alpha: float, keep: str = "") -> Any:
+    """NNCF post-training quantization of one Whisper part as the int8 PTQ recipes do it: transformer
+    model type, SmoothQuant alpha for MatMuls, every sample, the ``keep`` parts left in float."""
+    import nncf
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, AdvancedSmoothQuantParameters
+
+    return nncf.quantize(
+        model,
+        nncf.Dataset(samples),
+        model_type=nncf.ModelType.TRANSFORMER,
+        subset_size=len(samples),
+        advanced_parameters=AdvancedQuantizationParameters(
+            smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=alpha)
+        ),
+        ignored_scope=kept_float(model, keep),
+    )
+
+
 def quantize(
     version: DecryptedVersion, core: Any, recipe: str, params: dict[str, Any], calib: Capture | None
 ) -> dict[str, Any]:
     """The recipe's quantized encoder and decoder as in-memory ``ov.Model``s."""
     import nncf
-    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, AdvancedSmoothQuantParameters
 
     encoder, decoder = version.read_model(core, ENCODER), version.read_model(core, DECODER)
     int8 = nncf.CompressWeightsMode.INT8_ASYM
-
-    def ptq(model: Any, samples: list[Any], alpha: float, keep: str = "") -> Any:
-        advanced = AdvancedQuantizationParameters(smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=alpha))
-        ignored = kept_float(model, keep)
-        return nncf.quantize(
-            model,
-            nncf.Dataset(samples),
-            model_type=nncf.ModelType.TRANSFORMER,
-            subset_size=len(samples),
-            advanced_parameters=advanced,
-            ignored_scope=ignored,
-        )
 
     if recipe == "int8-weights":
         return {ENCODER: nncf.compress_weights(encoder, mode=int8), DECODER: nncf.compress_weights(decoder, mode=int8)}

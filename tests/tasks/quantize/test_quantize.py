@@ -295,5 +295,7 @@ def test_keep_float_leaves_the_stem_or_a_layer_out_of_whisper_ptq() -> None:
     assert quantized_inputs("stem,layer0") == set(), "layer0 must leave the layer's MatMul in float"
     with pytest.raises(ValueError, match="keep_float 'head': use a comma-separated choice of attention, stem, layerN"):
         kept_float(model, "head")
+    with pytest.raises(ValueError, match="keep_float 'layerN': use a comma-separated choice"):
+        kept_float(model, "layerN")  # the placeholder in the message is not a part
     with pytest.raises(ValueError, match="keep_float layer1: the model has no operations named 'layers.1.'"):
         kept_float(model, "stem,layer1")
