@@ -74,6 +74,10 @@ class Settings:
     # more errors), the plugin's default (bf16 on CPUs with AVX-512 BF16) for quantized ones (as
     # accurate and faster); "device": the plugin's default for all. See tasks/transcribe/precision.py
     whisper_precision: str = "auto"
+    # Whisper: whole files up to this long (with --language given) share 30 s windows, several
+    # clips to one encoder window and decoder row (tasks/transcribe/packing.py): 3x faster and more
+    # accurate on short clips (benchmarks/RESULTS.md, "Short clips packed"); 0 decodes each alone
+    whisper_pack_s: float = 10.0
     # where workers may read inputs and write outputs (ovbatch/roots.py); empty: anywhere
     allowed_roots: Roots = Roots()
     # a signed job message older than this is refused (ovbatch/crypto/signing.py): the batch
@@ -122,6 +126,13 @@ class Settings:
             raise ConfigError(
                 f"OVBATCH_WHISPER_PRECISION={whisper_precision!r}: use one of {', '.join(WHISPER_PRECISIONS)}"
             )
+        pack = env.get("OVBATCH_WHISPER_PACK_S", "").strip()
+        try:
+            whisper_pack_s = float(pack) if pack else cls.whisper_pack_s
+        except ValueError:
+            raise ConfigError(f"OVBATCH_WHISPER_PACK_S={pack!r} is not a number") from None
+        if not 0 <= whisper_pack_s <= 15:
+            raise ConfigError(f"OVBATCH_WHISPER_PACK_S={pack!r}: use 0 (off) to 15 seconds")
         scheme = urlsplit(storage_url).scheme
         if scheme not in ("file", "s3"):
             raise ConfigError(f"OVBATCH_STORAGE_URL={storage_url!r}: scheme must be file:// or s3://")
@@ -143,6 +154,7 @@ class Settings:
             max_image_steps=int(numbers["max_image_steps"]),
             image_pipelines=int(numbers["image_pipelines"]),
             whisper_precision=whisper_precision,
+            whisper_pack_s=whisper_pack_s,
             allowed_roots=Roots.parse(env.get("OVBATCH_ALLOWED_ROOTS")),
             message_max_age_s=int(numbers["message_max_age_s"]),
             stop_grace_s=int(numbers["stop_grace_s"]),
@@ -167,6 +179,7 @@ class Settings:
             "max_image_steps": str(self.max_image_steps),
             "image_pipelines": str(self.image_pipelines),
             "whisper_precision": self.whisper_precision,
+            "whisper_pack_s": str(self.whisper_pack_s),
             "allowed_roots": ",".join(self.allowed_roots.prefixes) or "(any)",
             "message_max_age_s": str(self.message_max_age_s),
             "stop_grace_s": str(self.stop_grace_s),

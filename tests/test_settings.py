@@ -31,3 +31,12 @@ def test_environment_overrides_and_masks_secrets(tmp_path: Path) -> None:
 def test_unknown_storage_scheme_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="file:// or s3://"):
         Settings.from_env({"OVBATCH_STORAGE_URL": "ftp://x/y"}, cwd=tmp_path)
+
+
+def test_whisper_packing_length_is_set_or_turned_off_and_bad_values_are_refused(tmp_path: Path) -> None:
+    assert Settings.from_env({}, cwd=tmp_path).whisper_pack_s == 10.0
+    assert Settings.from_env({"OVBATCH_WHISPER_PACK_S": "0"}, cwd=tmp_path).whisper_pack_s == 0.0
+    assert Settings.from_env({"OVBATCH_WHISPER_PACK_S": "6.5"}, cwd=tmp_path).whisper_pack_s == 6.5
+    for bad, why in (("ten", "is not a number"), ("-1", "use 0 .off. to 15 seconds"), ("25", "use 0 .off. to 15")):
+        with pytest.raises(ConfigError, match=f"OVBATCH_WHISPER_PACK_S='{bad}'.*{why}"):
+            Settings.from_env({"OVBATCH_WHISPER_PACK_S": bad}, cwd=tmp_path)

@@ -75,10 +75,13 @@ def compile_all(core: Any, models: dict[str, Any], device: str, config: dict[str
     return {role: core.compile_model(model, device, config) for role, model in models.items()}
 
 
-def engine_for(version: DecryptedVersion, compiled: dict[str, Any]) -> Any:
-    from ovbatch.tasks.transcribe.engine import WhisperEngine
+def engine_for(version: DecryptedVersion, compiled: dict[str, Any], packed: bool = True) -> Any:
+    """The transcription engine; ``packed=False`` gives every clip a window of its own (calibration:
+    the recipes' defaults were measured on encoder inputs captured that way, which also gives more
+    windows per clip)."""
+    from ovbatch.tasks.transcribe.engine import EngineConfig, WhisperEngine
 
-    return WhisperEngine.from_loaded(version, compiled)
+    return WhisperEngine.from_loaded(version, compiled, None if packed else EngineConfig(pack_max_s=0))
 
 
 def _streams(
@@ -138,7 +141,7 @@ def capture(
     language: str | None = None,
 ) -> Capture:
     models = {r: version.read_model(core, r) for r in (ENCODER, DECODER, DETOKENIZER)}
-    engine = engine_for(version, compile_all(core, models, device, config))
+    engine = engine_for(version, compile_all(core, models, device, config), packed=False)
     enc = _Recorder(engine._encoder, encoder_samples, split=True)
     dec = _Recorder(engine.decoder._request, decoder_samples)
     engine._encoder, engine.decoder._request = enc, dec

@@ -7,7 +7,12 @@ silence, and turns timestamp tokens into segments. Long files are streamed: cut 
 into pieces of at most 30 s (each decoded with openai-whisper's seeking rules), so memory stays
 bounded by about ``batch_size`` windows plus one piece per open file, whatever the length.
 ``serve`` takes files as they arrive and gives each its transcript as soon as it is done, so a
-worker's batcher never holds a short file behind a long one.
+worker's batcher never holds a short file behind a long one. Short whole files whose language is
+given are packed several to a window (``packing.py``, ``EngineConfig.pack_max_s``): one encoder
+window and one decoder row for what took one per clip, and Whisper, which hears a lone short clip
+worse than speech with context, made fewer errors on held-out clips that way (benchmarks/RESULTS.md).
+A packed file's text therefore depends on which files shared its window; ``pack_max_s=0``
+(``OVBATCH_WHISPER_PACK_S=0``) decodes every file alone.
 
 Precision: the compiled models are used as given; on these CPUs OpenVINO's default is bf16, which
 measured 2x faster than ``INFERENCE_PRECISION_HINT=f32`` with the same text on the test speech.
@@ -35,6 +40,7 @@ import numpy as np
 from ovbatch.tasks.transcribe.alignment import Aligner, compile_aligner, default_alignment_heads
 from ovbatch.tasks.transcribe.decoding import DecodeResult, WindowDecoder
 from ovbatch.tasks.transcribe.features import FeatureConfig, LogMel
+from ovbatch.tasks.transcribe.packing import Member, pack_audio, split_segments
 from ovbatch.tasks.transcribe.segments import WindowResult, compression_ratio, split_window
 from ovbatch.tasks.transcribe.stats import EngineStats
 from ovbatch.tasks.transcribe.streaming import AudioStream, level_range_db, pieces
@@ -68,6 +74,11 @@ class EngineConfig:
     pad_log_mel: bool = True
     seed: int = 0
     aligner_rows: int = 2  # windows per aligner call (word timestamps): each more holds ~45 MB more
+    # whole files up to pack_max_s long whose language is given share 30 s windows, pack_gap_s of
+    # silence apart (packing.py): one encoder window and one decoder row for several short clips;
+    # 0 turns packing off. Measured on held-out clips: benchmarks/RESULTS.md, "Short clips packed".
+    pack_max_s: float = 10.0
+    pack_gap_s: float = 2.0
 
 
 def best_attempt(attempts: list[tuple[DecodeResult, str]], max_compression_ratio: float) -> DecodeResult:
@@ -101,6 +112,8 @@ class _File:
     exhausted: bool = False  # every piece handed out
     finished: bool = False
     done: Callable[[Transcript], None] = lambda _: None
+    held: tuple[int, np.ndarray] | None = None  # its first piece, read while gathering a pack
+    members: list[tuple[_File, Member]] = field(default_factory=list)  # a pack: the files in it
 
 
 @dataclass
@@ -281,11 +294,17 @@ class WhisperEngine:
         window = self.features.config.n_samples
         while len(active) < self.config.batch_size and rotation:
             file = rotation.popleft()
-            piece = next(file.pieces, None)
+            piece = file.held or next(file.pieces, None)
+            file.held = None
             if piece is None:
                 file.exhausted = True
                 self._finish_if_done(file)
                 continue
+            if self._packable(file, piece):
+                members = self._gather(file, piece[1], rotation)
+                if len(members) > 1:
+                    active.append(self._pack(members))
+                    continue
             offset, audio = piece
             track = _Track(
                 file, file.next_piece, offset, AudioStream([audio], window), last_speech_s=offset / SAMPLE_RATE
@@ -295,6 +314,82 @@ class WhisperEngine:
                 active.append(track)
                 file.open_tracks += 1
             rotation.append(file)
+
+    # packing short files (packing.py) -----------------------------------------------------------
+
+    def _packable(self, file: _File, piece: tuple[int, np.ndarray]) -> bool:
+        """A whole file (a first piece shorter than any cut, so the stream ended) short enough to
+        share a window, whose language is given (a pack is decoded with one prompt)."""
+        c = self.config
+        offset, audio = piece
+        return (
+            file.next_piece == 0
+            and offset == 0
+            and file.options.language is not None
+            and len(audio) <= c.pack_max_s * SAMPLE_RATE
+            and len(audio) < c.min_piece_s * SAMPLE_RATE
+        )
+
+    def _gather(self, first: _File, audio: np.ndarray, rotation: deque[_File]) -> list[tuple[_File, np.ndarray]]:
+        """``first`` and the files waiting in ``rotation`` that fit with it in one window (same
+        options, packable), taken out of the rotation; a file looked at but left keeps its first
+        piece for later (``held``)."""
+        room = self.features.config.n_samples
+        gap = int(self.config.pack_gap_s * SAMPLE_RATE)
+        members = [(first, audio)]
+        used = len(audio)
+        for other in list(rotation):
+            if used + gap >= room:
+                break
+            if other.next_piece != 0 or other.options != first.options:
+                continue
+            if other.held is None:
+                other.held = next(other.pieces, None)
+            if other.held is None or not self._packable(other, other.held):
+                continue
+            length = len(other.held[1])
+            if used + gap + length <= room:
+                members.append((other, other.held[1]))
+                other.held = None
+                rotation.remove(other)
+                used += gap + length
+        return members
+
+    def _pack(self, members: list[tuple[_File, np.ndarray]]) -> _Track:
+        """One track decoding ``members`` together; they finish when it does (``_unpack``)."""
+        audio, places = pack_audio([a for _, a in members], int(self.config.pack_gap_s * SAMPLE_RATE))
+        first = members[0][0]
+        pack = _File(first.options, first.language, samples=len(audio), exhausted=True, open_tracks=1)
+        pack.members = [(file, place) for (file, _), place in zip(members, places, strict=True)]
+        for file, _ in members:
+            file.next_piece, file.exhausted, file.open_tracks = 1, True, 1
+        pack.go_on = lambda: self._pack_goes_on(pack)
+        pack.done = lambda transcript: self._unpack(pack, transcript)
+        track = _Track(pack, 0, 0, AudioStream([audio], self.features.config.n_samples))
+        self._load(track)
+        return track
+
+    def _pack_goes_on(self, pack: _File) -> bool:
+        """Members that say stop leave at once (with nothing); the pack goes on while one is left."""
+        live = False
+        for file, _ in pack.members:
+            if file.finished:
+                continue
+            if file.go_on():
+                live = True
+            else:
+                file.open_tracks = 0
+                self._finish_if_done(file)
+        return live
+
+    def _unpack(self, pack: _File, transcript: Transcript) -> None:
+        parts = split_segments(transcript.segments, [place for _, place in pack.members])
+        for (file, _), segments in zip(pack.members, parts, strict=True):
+            if file.finished:
+                continue
+            file.segments = [(0, i, s) for i, s in enumerate(segments)]
+            file.open_tracks = 0
+            self._finish_if_done(file)
 
     def _finish_if_done(self, file: _File) -> None:
         """A file is done once it has handed out its last piece and none of them is being decoded."""

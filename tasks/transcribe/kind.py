@@ -14,14 +14,15 @@ DECODER_BIN = "openvino_decoder_model.bin"  # the aligner holds about one more c
 def load_whisper(load: EngineLoad) -> Loaded:
     """Decrypt and compile a Whisper version; its batcher feeds concurrent jobs into one engine call."""
     from ovbatch.tasks.transcribe.batcher import Batcher
-    from ovbatch.tasks.transcribe.engine import WhisperEngine
+    from ovbatch.tasks.transcribe.engine import EngineConfig, WhisperEngine
     from ovbatch.tasks.transcribe.precision import whisper_config
 
     precision = load.settings.whisper_precision if load.settings is not None else "auto"
     config = whisper_config(load.config, load.device, precision, load.manifest.get("precision", ""))
     version, compiled = load_and_compile(load.registry, load.ref, load.core, load.device, config=config)
     size = sum(int(b.nbytes) for b in version.buffers.values())
-    engine = WhisperEngine.from_loaded(version, compiled)
+    pack_s = load.settings.whisper_pack_s if load.settings is not None else EngineConfig.pack_max_s
+    engine = WhisperEngine.from_loaded(version, compiled, EngineConfig(pack_max_s=pack_s))
     if engine.aligner is not None:  # word timestamps compile a second decoder on first use
         extra = int(version.buffers[DECODER_BIN].nbytes)
         engine.aligner.on_compiled = lambda: load.grow(extra)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import difflib
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -28,15 +31,33 @@ def test_batched_jobs_match_one_at_a_time_and_bad_audio_fails_alone(
     assert isinstance(batcher, Batcher)
     engine = batcher.engine
     options = TranscribeOptions(language="en")
-    alone = [engine.transcribe(audio.iter_blocks(p, p.name), options).text for p in CLIPS]
     bad = tmp_path / "bad.wav"
     bad.write_text("not audio\n" * 50)
     paths = [CLIPS[0], bad, CLIPS[1], CLIPS[2]]
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        futures = [pool.submit(batcher.transcribe, audio.iter_blocks(p, p.name), options) for p in paths]
-    results = [f.exception() or f.result() for f in futures]
-    assert isinstance(results[1], InputError) and "bad.wav" in str(results[1])
-    assert [r.text for r in (results[0], results[2], results[3])] == alone  # type: ignore[union-attr]
+
+    def batched() -> list[Any]:
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            futures = [pool.submit(batcher.transcribe, audio.iter_blocks(p, p.name), options) for p in paths]
+        results = [f.exception() or f.result() for f in futures]
+        assert isinstance(results[1], InputError) and "bad.wav" in str(results[1])
+        return [r.text for r in (results[0], results[2], results[3])]
+
+    packing = engine.config
+    engine.config = replace(packing, pack_max_s=0)  # each file its own window: batching changes no text
+    try:
+        alone = [engine.transcribe(audio.iter_blocks(p, p.name), options).text for p in CLIPS]
+        assert batched() == alone
+    finally:
+        engine.config = packing
+
+    # packed (the default: the three short clips share a window; Whisper hears some words otherwise
+    # there), each job still gets its own file's words, closer to its file's text alone than to any other
+    def ratio(a: str, b: str) -> float:
+        return difflib.SequenceMatcher(None, a.lower().split(), b.lower().split()).ratio()
+
+    for i, got in enumerate(batched()):
+        closest = max(range(len(alone)), key=lambda j: ratio(got, alone[j]))
+        assert closest == i and ratio(got, alone[i]) > 0.5, f"packed, job {i} got {got!r}; alone: {alone}"
     other = batcher.transcribe(audio.iter_blocks(CLIPS[0], "q"), TranscribeOptions(language="en", task="translate"))
     assert "Quilter" in other.text
 

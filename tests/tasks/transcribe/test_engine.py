@@ -7,14 +7,15 @@ import itertools
 import re
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from ovbatch.tasks.transcribe.decoding import DecodeResult
-from ovbatch.tasks.transcribe.engine import WhisperEngine, best_attempt
+from ovbatch.tasks.transcribe.engine import StreamRequest, WhisperEngine, best_attempt
 from ovbatch.tasks.transcribe.rules import LogitRules, RowHistory
 from ovbatch.tasks.transcribe.segments import split_window
 from ovbatch.tasks.transcribe.streaming import AudioStream, level_range_db, pieces
@@ -339,6 +340,83 @@ def test_memory_does_not_grow_with_the_length_of_a_stream(engine: WhisperEngine)
     assert long < short + 5, (
         f"peak Python memory {short:.0f} MB for 6 min of audio (a full batch), {long:.0f} MB for 18 min"
     )
+
+
+@pytest.fixture(scope="module")
+def sentences(tmp_path_factory: pytest.TempPathFactory) -> list[np.ndarray]:
+    d = tmp_path_factory.mktemp("sentences")
+    return [speak(d / f"p{i}.wav", s, ("en-us", "en-gb")[i % 2], 0.3) for i, s in enumerate(SENTENCES[:6])]
+
+
+@pytest.mark.slow
+@pytest.mark.real_model
+def test_short_files_share_windows_and_each_gets_its_own_text(
+    engine: WhisperEngine, sentences: list[np.ndarray]
+) -> None:
+    for options in (TranscribeOptions(language="en"), TranscribeOptions(language="en", word_timestamps=True)):
+        before = engine.stats.copy()
+        got = engine.transcribe_many(sentences, options)
+        windows = engine.stats.since(before).windows
+        assert windows <= 2, f"{len(sentences)} short files took {windows} windows: they were not packed"
+        for i, (transcript, audio) in enumerate(zip(got, sentences, strict=True)):
+            score = similarity(transcript.text, SENTENCES[i])
+            assert score > 0.8, f"file {i} ({options}) got {transcript.text!r} for {SENTENCES[i]!r}"
+            assert transcript.duration_s == pytest.approx(len(audio) / 16000)
+            _check_timeline(transcript)
+            for seg in transcript.segments:
+                for w in seg.words:
+                    assert 0.0 <= w.start_s <= w.end_s <= transcript.duration_s + 1e-6, f"file {i}: word {w}"
+            if options.word_timestamps:
+                assert all(seg.words for seg in transcript.segments), f"file {i} lost its words in the pack"
+
+
+@pytest.mark.slow
+@pytest.mark.real_model
+def test_packing_needs_a_given_language_and_can_be_turned_off(
+    engine: WhisperEngine, sentences: list[np.ndarray], clips: dict[str, np.ndarray]
+) -> None:
+    before = engine.stats.copy()
+    detected = engine.transcribe_many([clips["german"], *sentences[:2]], TranscribeOptions())
+    assert engine.stats.since(before).windows == 3, "files whose language is detected are decoded alone"
+    assert detected[0].language == "de" and [t.language for t in detected[1:]] == ["en", "en"]
+    config = engine.config
+    engine.config = replace(config, pack_max_s=0)
+    try:
+        before = engine.stats.copy()
+        alone = engine.transcribe_many(sentences[:3], TranscribeOptions(language="en"))
+        assert engine.stats.since(before).windows == 3, "pack_max_s=0 decodes every file alone"
+    finally:
+        engine.config = config
+    for i, transcript in enumerate(alone):  # alone, Whisper base hears these clips worse than packed
+        assert similarity(transcript.text, SENTENCES[i]) > 0.4, f"file {i} alone got {transcript.text!r}"
+
+
+@pytest.mark.slow
+@pytest.mark.real_model
+def test_a_packed_file_that_stops_leaves_alone_and_the_others_finish(
+    engine: WhisperEngine, sentences: list[np.ndarray]
+) -> None:
+    done: dict[int, Transcript] = {}
+    asked = [0]
+
+    def stop_soon() -> bool:
+        asked[0] += 1
+        return asked[0] < 2  # goes on when first asked, then stops
+
+    def keep(i: int) -> Callable[[Transcript], None]:
+        return lambda transcript: done.__setitem__(i, transcript)
+
+    options = TranscribeOptions(language="en")
+    requests = [
+        StreamRequest([a], options, keep(i), stop_soon if i == 1 else (lambda: True))
+        for i, a in enumerate(sentences[:4])
+    ]
+    handed = [requests]
+    engine.serve(lambda idle: handed.pop() if handed else None)
+    assert sorted(done) == [0, 1, 2, 3], f"every file gets its done call, got {sorted(done)}"
+    assert done[1].text == "", f"the stopped file got text: {done[1].text!r}"
+    for i in (0, 2, 3):
+        assert similarity(done[i].text, SENTENCES[i]) > 0.5, f"file {i} got {done[i].text!r}"
 
 
 @pytest.mark.slow

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import difflib
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -256,7 +257,13 @@ def test_word_times_agree_with_faster_whisper(
     sentences = _pick(clips, *range(1, 13))
     long = np.concatenate([x for clip in sentences for x in (clip, gap)])  # 45 s: two windows
     audios = [*short, long]
-    got = engine.transcribe_many(audios, TranscribeOptions(language="en", word_timestamps=True))
+    options = TranscribeOptions(language="en", word_timestamps=True)
+    # each clip alone, as faster-whisper hears it (packed, the texts differ: test_packed_word_times...)
+    packing, engine.config = engine.config, replace(engine.config, pack_max_s=0)
+    try:
+        got = engine.transcribe_many(audios, options)
+    finally:
+        engine.config = packing
     fw = WhisperModel(str(whisper_base_ct2), device="cpu", compute_type="float32", cpu_threads=2)
     starts, ends, total = [], [], 0
     for audio, ours in zip(audios, got, strict=True):
@@ -287,6 +294,24 @@ def test_word_times_agree_with_faster_whisper(
     size = np.abs(errors)
     print(f"sentence starts in the 45 s file: mean |error| {size.mean():.3f} s, max {size.max():.3f} s")
     assert np.mean(np.abs(errors)) <= 0.06 and max(np.abs(errors)) <= 0.15, f"sentence start errors {errors}"
+
+
+@pytest.mark.slow
+@pytest.mark.real_model
+def test_packed_word_times_are_each_files_own(engine: WhisperEngine, clips: dict[str, np.ndarray]) -> None:
+    """Short clips packed into one window: each file's words start when its speech does, in its own
+    time, and end inside it."""
+    short = _pick(clips, 0, 7, 15, 22, 29)
+    got = engine.transcribe_many(short, TranscribeOptions(language="en", word_timestamps=True))
+    assert engine.config.pack_max_s > 0 and all(len(c) < engine.config.pack_max_s * 16000 for c in short)
+    errors = []
+    for i, (audio, transcript) in enumerate(zip(short, got, strict=True)):
+        _check_words(transcript)
+        words = [w for s in transcript.segments for w in s.words]
+        assert words, f"clip {i} lost its words in the pack"
+        assert words[-1].end_s <= len(audio) / 16000 + 1e-6, f"clip {i}: a word ends after the clip: {words[-1]}"
+        errors.append(words[0].start_s - int(np.argmax(np.abs(audio) > 0.02)) / 16000)
+    assert max(np.abs(errors)) <= 0.15, f"first word start - speech onset per clip: {errors}"
 
 
 @pytest.mark.slow
