@@ -59,7 +59,7 @@ def registry_version(home: Path) -> Any:
 
 
 def engine(core: Any, version: Any, encoder: Any, decoder: Any, config: Config) -> Any:
-    from ovbatch.tasks.transcribe.engine import DECODER, DETOKENIZER, ENCODER, WhisperEngine
+    from ovbatch.tasks.transcribe.engine import DECODER, DETOKENIZER, ENCODER, EngineConfig, WhisperEngine
 
     threads = {"INFERENCE_NUM_THREADS": len(os.sched_getaffinity(0))}
     enc_cfg, dec_cfg = config if isinstance(config, tuple) else (config, config)
@@ -68,7 +68,21 @@ def engine(core: Any, version: Any, encoder: Any, decoder: Any, config: Config) 
         DECODER: core.compile_model(decoder, "CPU", {**threads, **dec_cfg}),
         DETOKENIZER: core.compile_model(version.read_model(core, DETOKENIZER), "CPU"),
     }
-    return WhisperEngine.from_loaded(version, compiled)
+    # one window per clip: the recipe calibrates that way, and the figures in RESULTS.md were made so
+    return WhisperEngine.from_loaded(version, compiled, EngineConfig(pack_max_s=0))
+
+
+def calibration_windows(core: Any, version: Any, clips: Path, names: list[str]) -> list[Any]:
+    """Encoder inputs of ``names`` (one per window), captured from the f32 float model as the
+    recipe captures them."""
+    from ovbatch.tasks.quantize.whisper import _Recorder
+    from ovbatch.tasks.transcribe.engine import DECODER, ENCODER
+
+    eng = engine(core, version, version.read_model(core, ENCODER), version.read_model(core, DECODER), F32)
+    rec = _Recorder(eng._encoder, 10_000, split=True)
+    eng._encoder = rec
+    transcribe(eng, clips, names)
+    return rec.samples
 
 
 def ptq_encoder(version: Any, core: Any, samples: list[Any], alpha: float, keep: str) -> Any:
@@ -128,7 +142,6 @@ def main() -> None:
     import nncf
 
     from ovbatch.ov import make_core
-    from ovbatch.tasks.quantize.whisper import _Recorder
     from ovbatch.tasks.transcribe.engine import DECODER, ENCODER
 
     chosen = [v.strip() for v in args.variants.split(",") if v.strip()]
@@ -143,17 +156,11 @@ def main() -> None:
 
     float_enc, float_dec = version.read_model(core, ENCODER), version.read_model(core, DECODER)
 
-    def windows(chosen_clips: list[str]) -> list[Any]:
-        eng = engine(core, version, float_enc, float_dec, F32)
-        rec = _Recorder(eng._encoder, 10_000, split=True)
-        eng._encoder = rec
-        transcribe(eng, clips, chosen_clips)
-        return rec.samples
-
-    samples = windows(calib)
+    samples = calibration_windows(core, version, clips, calib)
     print(json.dumps({"calibration_windows": len(samples)}), flush=True)
     if args.sqnr:
-        sqnr_rows(version, core, samples, windows(evaluation[::4]), args.sqnr.split(";"))
+        probe = calibration_windows(core, version, clips, evaluation[::4])
+        sqnr_rows(version, core, samples, probe, args.sqnr.split(";"))
         return
 
     int8_dec = None

@@ -24,24 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.int8_recipe_bench import F32, engine, ptq_encoder, registry_version
+from benchmarks.int8_recipe_bench import F32, calibration_windows, engine, ptq_encoder, registry_version
 from benchmarks.precision_bench import REPO
 from benchmarks.speech import error_units, make_accuracy_set, make_clips, paired_wer_difference
-
-
-def calibration_windows(core: Any, version: Any, clips: Path, names: list[str]) -> list[Any]:
-    """Encoder inputs of ``names``, as the recipe captures them (f32 float model)."""
-    from ovbatch.tasks.quantize.whisper import _Recorder
-    from ovbatch.tasks.transcribe import audio
-    from ovbatch.tasks.transcribe.engine import DECODER, ENCODER
-    from ovbatch.tasks.transcribe.types import TranscribeOptions
-
-    eng = engine(core, version, version.read_model(core, ENCODER), version.read_model(core, DECODER), F32)
-    eng.config = dataclasses.replace(eng.config, pack_max_s=0)  # the recipe calibrates on whole windows
-    rec = _Recorder(eng._encoder, 10_000, split=True)
-    eng._encoder = rec
-    eng.transcribe_many([audio.load(clips / n, n) for n in names], TranscribeOptions(language="en"))
-    return rec.samples
 
 
 def main() -> None:

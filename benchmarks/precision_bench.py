@@ -75,7 +75,7 @@ def transcribe(
     version: Any, core: Any, config: tuple[Any, ...], clips: Path, names: list[str]
 ) -> tuple[list[str], float]:
     from ovbatch.tasks.transcribe import audio
-    from ovbatch.tasks.transcribe.engine import DECODER, DETOKENIZER, ENCODER, WhisperEngine
+    from ovbatch.tasks.transcribe.engine import DECODER, DETOKENIZER, ENCODER, EngineConfig, WhisperEngine
     from ovbatch.tasks.transcribe.types import TranscribeOptions
 
     enc_cfg, dec_cfg, enc_mark, dec_mark = config
@@ -85,7 +85,7 @@ def transcribe(
         DECODER: core.compile_model(marked_model(core, version, DECODER, dec_mark), "CPU", {**threads, **dec_cfg}),
         DETOKENIZER: core.compile_model(version.read_model(core, DETOKENIZER), "CPU"),
     }
-    engine = WhisperEngine.from_loaded(version, compiled)
+    engine = WhisperEngine.from_loaded(version, compiled, EngineConfig(pack_max_s=0))  # as measured: a window per clip
     options = TranscribeOptions(language="en")
     texts: list[str] = []
     t0 = time.perf_counter()
