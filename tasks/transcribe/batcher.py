@@ -55,10 +55,15 @@ class _Request:
 
 
 class Batcher:
-    def __init__(self, engine: Any, max_files: int = 8, gather_s: float = 0.05):
+    def __init__(self, engine: Any, max_files: int = 8, gather_s: float = 0.05, gather_max_s: float = 0.5):
         self.engine = engine
         self.max_files = max_files  # files open in the engine at once (a worker runs as many jobs)
-        self.gather_s = gather_s  # an idle engine waits this long for files arriving together
+        # An idle engine waits for files arriving together: gather_s after each arrival, at most
+        # gather_max_s after the first. Jobs reach the worker a few milliseconds apart (each thread
+        # takes its message, checks its marker, opens its input); starting on the first few would
+        # give a step of one or two short files, and the rest would wait for that whole step.
+        self.gather_s = gather_s
+        self.gather_max_s = gather_max_s
         self._queue: queue.Queue[_Request | Callable[[], None]] = queue.Queue()
         self._open: list[_Request] = []  # handed to the engine, transcript not yet given back
         self._then: Callable[[], None] | None = None  # retirement, run once the engine is idle
@@ -100,7 +105,8 @@ class Batcher:
 
     def _take(self, idle: bool) -> list[StreamRequest] | None:
         """New files for the engine: waits for the first one when the engine is idle, then gathers
-        what arrives within ``gather_s``; never more than ``max_files`` open. None once retired."""
+        while files keep arriving (``gather_s`` apart, ``gather_max_s`` in all); never more than
+        ``max_files`` open. None once retired."""
         if self._then is not None:
             if not idle:
                 return []
@@ -111,12 +117,12 @@ class Batcher:
                 log.exception("releasing an evicted model failed")
             return None
         taken: list[_Request] = []
-        deadline = None
+        deadline = last = None
         while len(self._open) + len(taken) < self.max_files:
             try:
                 if idle and not taken:
                     item = self._queue.get()
-                    deadline = time.monotonic() + self.gather_s
+                    last = time.monotonic() + self.gather_max_s
                 elif deadline is not None:
                     item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
                 else:
@@ -127,6 +133,8 @@ class Batcher:
                 self._then = item  # retirement comes after everything already queued
                 break
             taken.append(item)
+            if last is not None:  # gathering: each arrival gives the next one gather_s more
+                deadline = min(time.monotonic() + self.gather_s, last)
         self._open.extend(taken)
         return [StreamRequest(r.guarded(), r.options, self._finisher(r), r.go_on) for r in taken]
 
