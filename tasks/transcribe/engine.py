@@ -28,6 +28,7 @@ reuses one infer request per model.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -40,7 +41,7 @@ import numpy as np
 from ovbatch.tasks.transcribe.alignment import Aligner, compile_aligner, default_alignment_heads
 from ovbatch.tasks.transcribe.decoding import DecodeResult, WindowDecoder
 from ovbatch.tasks.transcribe.features import FeatureConfig, LogMel
-from ovbatch.tasks.transcribe.packing import Member, pack_audio, split_segments
+from ovbatch.tasks.transcribe.packing import Member, doubtful, pack_audio, split_segments
 from ovbatch.tasks.transcribe.segments import WindowResult, compression_ratio, split_window
 from ovbatch.tasks.transcribe.stats import EngineStats
 from ovbatch.tasks.transcribe.streaming import AudioStream, level_range_db, pieces
@@ -114,6 +115,8 @@ class _File:
     done: Callable[[Transcript], None] = lambda _: None
     held: tuple[int, np.ndarray] | None = None  # its first piece, read while gathering a pack
     members: list[tuple[_File, Member]] = field(default_factory=list)  # a pack: the files in it
+    audio: np.ndarray | None = None  # a pack: its audio (its members are cut from it if decoded again)
+    alone: bool = False  # never packed (its pack's transcript was doubtful: decoded again alone)
 
 
 @dataclass
@@ -136,6 +139,8 @@ class _Track:
     def offset_s(self) -> float:
         return (self.offset + self.seek * 160) / SAMPLE_RATE
 
+
+log = logging.getLogger(__name__)
 
 STOP_CHECK_S = 0.5  # how often a running step asks its files whether to stop
 
@@ -165,6 +170,7 @@ class WhisperEngine:
         self.aligner = aligner  # word timestamps need it and the tokenizer's vocabulary
         self._tokenizer_json = tokenizer_json
         self._keepalive: Any = None
+        self._redo: list[_File] = []  # files of doubtful packs, back to the rotation at the next step
 
     @classmethod
     def from_loaded(cls, version: Any, compiled: dict[str, Any], config: EngineConfig | None = None) -> WhisperEngine:
@@ -240,6 +246,8 @@ class WhisperEngine:
         active: list[_Track] = []
         stopping = False
         while True:
+            rotation.extend(self._redo)  # files of a doubtful pack (``_unpack``), first
+            self._redo.clear()
             idle = not active and not rotation
             if idle and stopping:
                 return
@@ -326,6 +334,7 @@ class WhisperEngine:
             file.next_piece == 0
             and offset == 0
             and file.options.language is not None
+            and not file.alone
             and len(audio) <= c.pack_max_s * SAMPLE_RATE
             and len(audio) < c.min_piece_s * SAMPLE_RATE
         )
@@ -359,7 +368,7 @@ class WhisperEngine:
         """One track decoding ``members`` together; they finish when it does (``_unpack``)."""
         audio, places = pack_audio([a for _, a in members], int(self.config.pack_gap_s * SAMPLE_RATE))
         first = members[0][0]
-        pack = _File(first.options, first.language, samples=len(audio), exhausted=True, open_tracks=1)
+        pack = _File(first.options, first.language, samples=len(audio), exhausted=True, open_tracks=1, audio=audio)
         pack.members = [(file, place) for (file, _), place in zip(members, places, strict=True)]
         for file, _ in members:
             file.next_piece, file.exhausted, file.open_tracks = 1, True, 1
@@ -383,7 +392,19 @@ class WhisperEngine:
         return live
 
     def _unpack(self, pack: _File, transcript: Transcript) -> None:
-        parts = split_segments(transcript.segments, [place for _, place in pack.members])
+        places = [place for _, place in pack.members]
+        parts = split_segments(transcript.segments, places)
+        why = doubtful(transcript.segments, places, parts)
+        if why is not None:  # its files go back to the rotation, each to be decoded alone
+            log.info("a pack of %d files is decoded again, each file alone: %s", len(places), why)
+            self.stats.packs_redone += 1
+            assert pack.audio is not None
+            for file, place in pack.members:
+                if not file.finished:
+                    file.next_piece, file.exhausted, file.open_tracks, file.alone = 0, False, 0, True
+                    file.held = (0, pack.audio[place.start : place.start + place.length])
+                    self._redo.append(file)
+            return
         for (file, _), segments in zip(pack.members, parts, strict=True):
             if file.finished:
                 continue

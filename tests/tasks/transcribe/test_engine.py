@@ -393,6 +393,23 @@ def test_packing_needs_a_given_language_and_can_be_turned_off(
 
 @pytest.mark.slow
 @pytest.mark.real_model
+def test_a_doubtful_pack_is_decoded_again_each_file_alone(engine: WhisperEngine, sentences: list[np.ndarray]) -> None:
+    """A silent file in a pack gets no text, so the pack's split cannot be trusted (packing.doubtful):
+    its files are decoded again one by one, and each still gets its own text."""
+    silent = np.zeros(3 * 16000, dtype=np.float32)
+    files = [sentences[0], silent, sentences[1]]
+    before = engine.stats.copy()
+    got = engine.transcribe_many(files, TranscribeOptions(language="en"))
+    stats = engine.stats.since(before)
+    assert stats.packs_redone == 1, f"the pack with a silent file should be redone once, got {stats}"
+    assert stats.windows == 1 + 3, f"one pack window, then one window per file alone; got {stats.windows}"
+    assert got[1].text == "", f"the silent file got {got[1].text!r}"
+    for i, s in ((0, 0), (2, 1)):
+        assert similarity(got[i].text, SENTENCES[s]) > 0.4, f"file {i} got {got[i].text!r} for {SENTENCES[s]!r}"
+
+
+@pytest.mark.slow
+@pytest.mark.real_model
 def test_a_packed_file_that_stops_leaves_alone_and_the_others_finish(
     engine: WhisperEngine, sentences: list[np.ndarray]
 ) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ovbatch.tasks.transcribe.packing import Member, lay_out, pack_audio, split_segments
+from ovbatch.tasks.transcribe.packing import Member, doubtful, lay_out, pack_audio, split_segments
 from ovbatch.tasks.transcribe.types import Segment, Word
 
 SR = 16000
@@ -52,3 +52,25 @@ def test_a_segment_with_words_across_two_files_is_cut_between_them() -> None:
     assert [(w.text, w.start_s, w.end_s) for w in second.words] == [(" Second", 0.1, 0.7), (" file.", 0.8, 1.5)]
     whole = split_segments([Segment(4.1, 5.5, " Second file.", words[2:])], members)
     assert whole[0] == [] and whole[1][0].text == " Second file.", "a segment inside one file stays whole"
+
+
+def test_a_pack_is_doubtful_when_a_segment_spans_two_files_or_a_file_gets_no_text() -> None:
+    members = lay_out([int(2.5 * SR), 4 * SR, 5 * SR], 2 * SR)  # 0-2.5 s, 4.5-8.5 s, 10.5-15.5 s
+
+    def why(segments: list[Segment]) -> str | None:
+        return doubtful(segments, members, split_segments(segments, members))
+
+    # as seen on real clips: Whisper skipped the first file's speech and stamped the second's words
+    # 0-7 s, coarse times for every segment after it; the words would have gone to the wrong file
+    skipped = [Segment(0.0, 7.0, " second file's words"), Segment(7.0, 14.0, " third"), Segment(14.0, 15.5, " x")]
+    assert why(skipped) is not None and "spans two files" in str(why(skipped))
+    # coarse times that still fall inside one file each are trusted
+    coarse = [Segment(0.0, 3.0, " one"), Segment(4.0, 9.0, " two"), Segment(10.0, 15.5, " three")]
+    assert why(coarse) is None
+    lost = [Segment(0.0, 2.4, " one"), Segment(10.6, 15.0, " three")]
+    assert why(lost) == "file 2 of 3 got no text"
+    blank = [Segment(0.0, 2.4, " one"), Segment(4.6, 8.0, "  "), Segment(10.6, 15.0, " three")]
+    assert why(blank) == "file 2 of 3 got no text", "a segment of blanks is no text"
+    # words cut a segment between files by their own times: no doubt where every file gets words
+    words = (Word(0.2, 2.0, " one", 0.9), Word(4.6, 8.0, " two", 0.9), Word(10.6, 15.0, " three", 0.9))
+    assert why([Segment(0.2, 15.0, " one two three", words)]) is None
