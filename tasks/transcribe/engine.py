@@ -245,6 +245,7 @@ class WhisperEngine:
         rotation: deque[_File] = deque()
         active: list[_Track] = []
         stopping = False
+        self._redo = []  # a serve that failed left its files behind: their requests failed with it
         while True:
             rotation.extend(self._redo)  # files of a doubtful pack (``_unpack``), first
             self._redo.clear()
