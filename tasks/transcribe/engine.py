@@ -170,7 +170,6 @@ class WhisperEngine:
         self.aligner = aligner  # word timestamps need it and the tokenizer's vocabulary
         self._tokenizer_json = tokenizer_json
         self._keepalive: Any = None
-        self._redo: list[_File] = []  # files of doubtful packs, back to the rotation at the next step
 
     @classmethod
     def from_loaded(cls, version: Any, compiled: dict[str, Any], config: EngineConfig | None = None) -> WhisperEngine:
@@ -245,10 +244,7 @@ class WhisperEngine:
         rotation: deque[_File] = deque()
         active: list[_Track] = []
         stopping = False
-        self._redo = []  # a serve that failed left its files behind: their requests failed with it
         while True:
-            rotation.extend(self._redo)  # files of a doubtful pack (``_unpack``), first
-            self._redo.clear()
             idle = not active and not rotation
             if idle and stopping:
                 return
@@ -312,7 +308,7 @@ class WhisperEngine:
             if self._packable(file, piece):
                 members = self._gather(file, piece[1], rotation)
                 if len(members) > 1:
-                    active.append(self._pack(members))
+                    active.append(self._pack(members, rotation))
                     continue
             offset, audio = piece
             track = _Track(
@@ -365,8 +361,9 @@ class WhisperEngine:
                 used += gap + length
         return members
 
-    def _pack(self, members: list[tuple[_File, np.ndarray]]) -> _Track:
-        """One track decoding ``members`` together; they finish when it does (``_unpack``)."""
+    def _pack(self, members: list[tuple[_File, np.ndarray]], rotation: deque[_File]) -> _Track:
+        """One track decoding ``members`` together; they finish when it does, or go back to
+        ``rotation`` to be decoded alone (``_unpack``)."""
         audio, places = pack_audio([a for _, a in members], int(self.config.pack_gap_s * SAMPLE_RATE))
         first = members[0][0]
         pack = _File(first.options, first.language, samples=len(audio), exhausted=True, open_tracks=1, audio=audio)
@@ -374,7 +371,7 @@ class WhisperEngine:
         for file, _ in members:
             file.next_piece, file.exhausted, file.open_tracks = 1, True, 1
         pack.go_on = lambda: self._pack_goes_on(pack)
-        pack.done = lambda transcript: self._unpack(pack, transcript)
+        pack.done = lambda transcript: self._unpack(pack, transcript, rotation)
         track = _Track(pack, 0, 0, AudioStream([audio], self.features.config.n_samples))
         self._load(track)
         return track
@@ -392,7 +389,7 @@ class WhisperEngine:
                 self._finish_if_done(file)
         return live
 
-    def _unpack(self, pack: _File, transcript: Transcript) -> None:
+    def _unpack(self, pack: _File, transcript: Transcript, rotation: deque[_File]) -> None:
         places = [place for _, place in pack.members]
         parts = split_segments(transcript.segments, places)
         why = doubtful(transcript.segments, places, parts)
@@ -404,7 +401,7 @@ class WhisperEngine:
                 if not file.finished:
                     file.next_piece, file.exhausted, file.open_tracks, file.alone = 0, False, 0, True
                     file.held = (0, pack.audio[place.start : place.start + place.length])
-                    self._redo.append(file)
+                    rotation.append(file)
             return
         for (file, _), segments in zip(pack.members, parts, strict=True):
             if file.finished:

@@ -20,7 +20,6 @@ class RecordingEngine:
 
     def __init__(self) -> None:
         self.handed: list[int] = []
-        self.stats = None
 
     def check_options(self, options: TranscribeOptions) -> None:
         pass
