@@ -173,7 +173,10 @@ def _open_batches_before(settings: Settings, when: datetime) -> list[str]:
         return []
     store = RedisBatchStore(client)
     found = []
-    for raw in client.zrangebyscore(f"{store.prefix}:batches", 0, when.timestamp()):
+    # the keyring stamps times to the second (``retired`` is truncated): a batch queued in the same
+    # second as the rotation, just before it, scores up to a second after the stamp; counting the
+    # whole second keeps the key at worst a little longer
+    for raw in client.zrangebyscore(f"{store.prefix}:batches", 0, when.timestamp() + 1):
         batch_id = raw.decode()
         s = store.summary(batch_id)
         if s is not None and s["ended_s"] is None and (s["queued"] or s["running"]):

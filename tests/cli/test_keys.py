@@ -268,3 +268,23 @@ def test_prune_keeps_a_key_that_queued_job_messages_are_signed_with(home: Home, 
     kept = home("keys", "prune", "--older-than", "0s", "--yes", ok=False).stderr
     assert f"{old}: batch {batch_id} is still open: its queued job messages are signed with it" in kept, kept
     assert old in home.ring()["keys"]
+
+
+def test_a_batch_queued_in_the_rotations_second_counts_as_queued_before_it(tmp_path: Path, redis_url: str) -> None:
+    """The keyring stamps a retirement to the second; a batch queued just before the rotation, in the
+    same second, is later than the truncated stamp and must still hold the old key."""
+    from datetime import UTC, datetime
+
+    import redis
+
+    from cli.keys import _open_batches_before
+    from ovbatch.batches import RedisBatchStore
+    from ovbatch.settings import Settings
+
+    client = redis.Redis.from_url(redis_url)
+    RedisBatchStore(client).create("b-same-second", {}, {"j1": {"status": "queued"}})
+    second = int(time.time())
+    client.zadd("ovbatch:batches", {"b-same-second": second + 0.9})  # queued at .9 of the rotation's second
+    settings = Settings.from_env({"OVBATCH_BROKER_URL": redis_url}, cwd=tmp_path)
+    stamp = datetime.fromtimestamp(second, UTC)  # what `keys rotate` wrote for that second
+    assert _open_batches_before(settings, stamp) == ["b-same-second"], "a batch of the rotation's second was missed"
