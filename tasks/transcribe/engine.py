@@ -41,7 +41,7 @@ import numpy as np
 from ovbatch.tasks.transcribe.alignment import Aligner, compile_aligner, default_alignment_heads
 from ovbatch.tasks.transcribe.decoding import DecodeResult, WindowDecoder
 from ovbatch.tasks.transcribe.features import FeatureConfig, LogMel
-from ovbatch.tasks.transcribe.packing import Member, doubtful, pack_audio, split_segments
+from ovbatch.tasks.transcribe.packing import Member, doubtful, pack_audio, quiet, split_segments
 from ovbatch.tasks.transcribe.segments import WindowResult, compression_ratio, split_window
 from ovbatch.tasks.transcribe.stats import EngineStats
 from ovbatch.tasks.transcribe.streaming import AudioStream, level_range_db, pieces
@@ -324,7 +324,8 @@ class WhisperEngine:
 
     def _packable(self, file: _File, piece: tuple[int, np.ndarray]) -> bool:
         """A whole file (a first piece shorter than any cut, so the stream ended) short enough to
-        share a window, whose language is given (a pack is decoded with one prompt)."""
+        share a window, whose language is given (a pack is decoded with one prompt), and not
+        silent (``packing.quiet``: it would get no text and make its pack doubtful)."""
         c = self.config
         offset, audio = piece
         return (
@@ -334,6 +335,7 @@ class WhisperEngine:
             and not file.alone
             and len(audio) <= c.pack_max_s * SAMPLE_RATE
             and len(audio) < c.min_piece_s * SAMPLE_RATE
+            and not quiet(audio)
         )
 
     def _gather(self, first: _File, audio: np.ndarray, rotation: deque[_File]) -> list[tuple[_File, np.ndarray]]:

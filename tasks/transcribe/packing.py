@@ -73,6 +73,18 @@ def _shifted(segment: Segment, member: Member) -> Segment:
     return replace(segment, start_s=at(segment.start_s), end_s=at(segment.end_s), words=words)
 
 
+# A file whose loudest sample stays this far below full scale (-40 dBFS) holds no speech worth
+# a shared window: digital silence, a recorder's noise floor. Packed, it would get no text and so
+# make its whole pack doubtful (``doubtful``), costing every member a second decode; alone it costs
+# one window, as it did before packing. Speech, even recorded quietly, peaks well above it.
+QUIET_PEAK = 0.01
+
+
+def quiet(audio: np.ndarray) -> bool:
+    """Too quiet to share a window (``QUIET_PEAK``); an empty file too."""
+    return len(audio) == 0 or float(np.max(np.abs(audio))) < QUIET_PEAK
+
+
 # A segment without word times that reaches this far into two files cannot be given to either
 # with confidence: Whisper's timestamps drift by a few tenths of a second, never by a whole file.
 AMBIGUOUS_S = 0.5

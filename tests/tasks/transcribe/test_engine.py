@@ -18,6 +18,7 @@ from ovbatch.tasks.transcribe.decoding import DecodeResult
 from ovbatch.tasks.transcribe.engine import StreamRequest, WhisperEngine, best_attempt
 from ovbatch.tasks.transcribe.rules import LogitRules, RowHistory
 from ovbatch.tasks.transcribe.segments import split_window
+from ovbatch.tasks.transcribe.stats import EngineStats
 from ovbatch.tasks.transcribe.streaming import AudioStream, level_range_db, pieces
 from ovbatch.tasks.transcribe.tokens import SpecialTokens
 from ovbatch.tasks.transcribe.types import TranscribeOptions, Transcript
@@ -391,21 +392,44 @@ def test_packing_needs_a_given_language_and_can_be_turned_off(
         assert similarity(transcript.text, SENTENCES[i]) > 0.4, f"file {i} alone got {transcript.text!r}"
 
 
+def _counted(engine: WhisperEngine, files: list[np.ndarray]) -> tuple[list[Transcript], EngineStats]:
+    """The files' transcripts (English) and what decoding them cost the engine."""
+    before = engine.stats.copy()
+    got = engine.transcribe_many(files, TranscribeOptions(language="en"))
+    return got, engine.stats.since(before)
+
+
+def _heard(got: list[Transcript], sentence_of: dict[int, int]) -> None:
+    for i, s in sentence_of.items():
+        assert similarity(got[i].text, SENTENCES[s]) > 0.4, f"file {i} got {got[i].text!r} for {SENTENCES[s]!r}"
+
+
 @pytest.mark.slow
 @pytest.mark.real_model
 def test_a_doubtful_pack_is_decoded_again_each_file_alone(engine: WhisperEngine, sentences: list[np.ndarray]) -> None:
-    """A silent file in a pack gets no text, so the pack's split cannot be trusted (packing.doubtful):
+    """A file of noise in a pack gets no text, so the pack's split cannot be trusted (packing.doubtful):
     its files are decoded again one by one, and each still gets its own text."""
-    silent = np.zeros(3 * 16000, dtype=np.float32)
-    files = [sentences[0], silent, sentences[1]]
-    before = engine.stats.copy()
-    got = engine.transcribe_many(files, TranscribeOptions(language="en"))
-    stats = engine.stats.since(before)
-    assert stats.packs_redone == 1, f"the pack with a silent file should be redone once, got {stats}"
+    noise = (np.random.default_rng(0).standard_normal(3 * 16000) * 0.02).astype(np.float32)  # peaks -30 dBFS
+    got, stats = _counted(engine, [sentences[0], noise, sentences[1]])
+    assert stats.packs_redone == 1, f"the pack with a noise file should be redone once, got {stats}"
     assert stats.windows == 1 + 3, f"one pack window, then one window per file alone; got {stats.windows}"
-    assert got[1].text == "", f"the silent file got {got[1].text!r}"
-    for i, s in ((0, 0), (2, 1)):
-        assert similarity(got[i].text, SENTENCES[s]) > 0.4, f"file {i} got {got[i].text!r} for {SENTENCES[s]!r}"
+    assert got[1].text == "", f"the noise file got {got[1].text!r}"
+    _heard(got, {0: 0, 2: 1})
+
+
+@pytest.mark.slow
+@pytest.mark.real_model
+def test_a_silent_file_is_decoded_alone_and_costs_its_neighbours_no_second_decode(
+    engine: WhisperEngine, sentences: list[np.ndarray]
+) -> None:
+    """Digital silence, or a noise floor under -40 dBFS (packing.quiet), is never packed: packed it
+    would leave a file without text and send the whole pack to be decoded again."""
+    floor = (np.random.default_rng(1).standard_normal(3 * 16000) * 0.001).astype(np.float32)
+    got, stats = _counted(engine, [sentences[0], np.zeros(3 * 16000, dtype=np.float32), sentences[1], floor])
+    assert stats.packs_redone == 0, f"no pack should need a second decode, got {stats}"
+    assert stats.windows == 1 + 2, f"the two sentences share a window, each quiet file has one; got {stats}"
+    assert got[1].text == got[3].text == "", f"the quiet files got {got[1].text!r} and {got[3].text!r}"
+    _heard(got, {0: 0, 2: 1})
 
 
 @pytest.mark.slow

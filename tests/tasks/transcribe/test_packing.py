@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ovbatch.tasks.transcribe.packing import Member, doubtful, lay_out, pack_audio, split_segments
+from ovbatch.tasks.transcribe.packing import Member, doubtful, lay_out, pack_audio, quiet, split_segments
 from ovbatch.tasks.transcribe.types import Segment, Word
 
 SR = 16000
@@ -74,3 +74,13 @@ def test_a_pack_is_doubtful_when_a_segment_spans_two_files_or_a_file_gets_no_tex
     # words cut a segment between files by their own times: no doubt where every file gets words
     words = (Word(0.2, 2.0, " one", 0.9), Word(4.6, 8.0, " two", 0.9), Word(10.6, 15.0, " three", 0.9))
     assert why([Segment(0.2, 15.0, " one two three", words)]) is None
+
+
+def test_only_files_with_nothing_above_minus_40_dbfs_count_as_quiet() -> None:
+    t = np.arange(16000, dtype=np.float32) / 16000
+    assert quiet(np.zeros(16000, dtype=np.float32)) and quiet(np.zeros(0, dtype=np.float32))
+    assert quiet(0.009 * np.sin(2 * np.pi * 220 * t)), "a -41 dBFS tone is a noise floor"
+    assert not quiet(0.02 * np.sin(2 * np.pi * 220 * t)), "a -34 dBFS tone could be quiet speech"
+    click = np.zeros(16000, dtype=np.float32)
+    click[8000] = -0.5
+    assert not quiet(click), "one loud sample, of either sign, is enough to pack a file"
