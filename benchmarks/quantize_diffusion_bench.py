@@ -4,6 +4,7 @@ the parent and the quantized pipeline (made side by side in the same job, same p
 the gate's PSNR/SSIM against the parent's images.
 
     .venv/bin/python -m benchmarks.quantize_diffusion_bench [--tiny] [--kinds sd,lcm] [--unet-samples N]
+        [--speed-images N [--only-speed]]
 
 Models: the SD 1.5 architecture (and LCM Dreamshaper v7's, with ``--kinds lcm``) with random
 weights from benchmarks/imagegen_models.py (``--tiny``: small stand-ins of the same layout, for
@@ -90,6 +91,34 @@ def row(kind: str, report: dict[str, Any], wall_s: float) -> str:
     )
 
 
+def side_by_side(bench: Any, kind: str, children: list[str], images: int, size: int) -> list[str]:
+    """Seconds per image of the parent and each quantized version, one image of each in turn
+    (parent, child, child, parent, ...), ``images`` rounds in one process on a quiet machine: the
+    job's own speed figures time the parent's images before the child's, so anything else running
+    meanwhile moves the ratio. Each call compiles its engine (not timed) and generates one image."""
+    from ovbatch.jobs import Watch
+    from ovbatch.registry.loader import decrypt_version
+    from ovbatch.registry.refs import ModelRef
+    from ovbatch.tasks.quantize import diffusion, imagegate
+
+    refs = [bench.models[kind], *children]
+    versions = {ref: decrypt_version(bench.registry, ModelRef.parse(ref)) for ref in refs}
+    gen = diffusion.generation_for(versions[refs[0]], {"size": size})
+    watch = Watch("speed check", None, None, lambda: False)
+    seconds: dict[str, list[float]] = {ref: [] for ref in refs}
+    for n in range(images):
+        for ref in refs if n % 2 == 0 else refs[::-1]:
+            own = imagegate.private_version(versions[ref].manifest, versions[ref].buffers)
+            todo = [(PROMPTS[-1 - n % len(PROMPTS)], n)]
+            seconds[ref].append(imagegate.generate(own, "CPU", {}, gen, todo, watch, lambda _n: None).seconds_per_image)
+    parent_s = sum(seconds[refs[0]]) / images
+    return [
+        f"| {kind} {gen.size}px {gen.steps} steps | {ref} | {sum(seconds[ref]) / images:.2f} s | "
+        f"{parent_s / (sum(seconds[ref]) / images):.2f}x |"
+        for ref in refs
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--tiny", action="store_true", help="small stand-in models (minutes, not hours)")
@@ -98,6 +127,13 @@ def main() -> None:
     parser.add_argument("--unet-samples", type=int, default=200, help="int8-hybrid's calibration UNet calls")
     parser.add_argument("--eval-images", type=int, default=8)
     parser.add_argument("--size", type=int, default=0, help="image side in pixels (0: the model's own, 512)")
+    parser.add_argument(
+        "--speed-images",
+        type=int,
+        default=0,
+        help="then time this many images of the parent and each registered quantized version, in turn",
+    )
+    parser.add_argument("--only-speed", action="store_true", help="skip quantizing: time the versions already made")
     args = parser.parse_args()
     kinds = tuple(k.strip() for k in args.kinds.split(",") if k.strip())
     bench = bench_registry(kinds, tiny=args.tiny)
@@ -106,7 +142,7 @@ def main() -> None:
     sets = _write_sets(home, args.calib_prompts)
     out = home / f"reports-{int(time.time())}"
     rows = []
-    for kind in kinds:
+    for kind in kinds if not args.only_speed else ():
         model = bench.models[kind]
         for name in RECIPES:
             recipe = recipes.get(MANIFEST_KIND[kind], name)
@@ -118,12 +154,19 @@ def main() -> None:
                 raise SystemExit(f"no report at {path}")
             rows.append(row(kind, json.loads(path.read_text()), wall_s))
             print(rows[-1], file=sys.stderr, flush=True)
-    print(
-        "| model | recipe | gate | calibrate / quantize / total | peak RSS | size | s per image, parent / quantized "
-        "(speedup) | PSNR mean / min | SSIM mean / min |"
-    )
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-    print("\n".join(rows))
+    if rows:
+        print(
+            "| model | recipe | gate | calibrate / quantize / total | peak RSS | size | s per image, parent / "
+            "quantized (speedup) | PSNR mean / min | SSIM mean / min |"
+        )
+        print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+        print("\n".join(rows))
+    if args.speed_images:
+        print("\n| model | version | s per image | speedup |\n| --- | --- | --- | --- |")
+        for kind in kinds:
+            target = f"{bench.models[kind].split('@')[0]}-q"
+            children = [f"{target}@{v}" for v in bench.registry.versions(target)]
+            print("\n".join(side_by_side(bench, kind, children, args.speed_images, args.size)), flush=True)
 
 
 if __name__ == "__main__":
