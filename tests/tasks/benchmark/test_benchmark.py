@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
 import subprocess
 import sys
 import threading
@@ -353,7 +352,7 @@ def test_a_precision_the_device_does_not_compute_in_fails_as_a_reported_run(home
 @pytest.mark.slow
 def test_figures_match_benchmark_apps_on_the_same_model(home: dict[str, object], tmp_path: Path) -> None:
     """benchmark_app (the openvino package's) and ovbatch, alternately on the same model, hint and
-    time: the medians of five rounds each, throughput and median latency, within 10 % (or within half
+    time: the best of five rounds each, throughput and median latency, within 10 % (or within half
     the machine's own round-to-round spread, where that is wider: see the bound below)."""
     # a 64x4096 input through a 4096x4096 layer: about 6 ms a call here. At [1, 1024] a call took
     # 0.03 ms on a BF16 CPU, below the 0.01 ms rounding of benchmark_app's JSON figures, and at
@@ -398,16 +397,18 @@ def test_figures_match_benchmark_apps_on_the_same_model(home: dict[str, object],
         )  # fmt: skip
         (run,) = runs_in(out)
         ours.append((run["throughput_fps"], run["latency_ms"]["median"]))
-    # medians of the rounds; the bound is 10 %, or half the round-to-round spread of the steadier tool
-    # where the machine itself moves more than that (an Intel VM with AMX moved 1.4x between 3 s rounds
-    # of either tool: a 10 % comparison cannot be made there, a 20 % one can)
-    fps_ratio = statistics.median(f for f, _ in ours) / statistics.median(f for f, _ in theirs)
-    lat_ratio = statistics.median(m for _, m in ours) / statistics.median(m for _, m in theirs)
+    # each tool's best round (noise on a shared machine only slows a round: a CI run saw benchmark_app
+    # rounds of 35.9 to 54.1 fps while ovbatch's stayed within 12 %, and the medians then differed by
+    # 12 % though the best rounds agreed within 1 %); the bound is 10 %, or half the round-to-round
+    # spread of the steadier tool where the machine itself moves more than that (an Intel VM with AMX
+    # moved 1.4x between 3 s rounds of either tool: a 10 % comparison cannot be made there, a 20 % one can)
+    fps_ratio = max(f for f, _ in ours) / max(f for f, _ in theirs)
+    lat_ratio = min(m for _, m in ours) / min(m for _, m in theirs)
     spread = min(max(xs) / min(xs) for xs in ([f for f, _ in ours], [f for f, _ in theirs]))
     bound = max(0.10, (spread - 1) / 2)
     said = f"(bound {bound:.2f}: round-to-round spread {spread:.2f}x; ours {ours}, theirs {theirs})"
-    assert abs(fps_ratio - 1) <= bound, f"throughput ovbatch/benchmark_app = {fps_ratio:.3f} {said}"
-    assert abs(lat_ratio - 1) <= bound, f"median latency ovbatch/benchmark_app = {lat_ratio:.3f} {said}"
+    assert abs(fps_ratio - 1) <= bound, f"throughput (best rounds) ovbatch/benchmark_app = {fps_ratio:.3f} {said}"
+    assert abs(lat_ratio - 1) <= bound, f"median latency (best rounds) ovbatch/benchmark_app = {lat_ratio:.3f} {said}"
 
 
 def test_other_cpu_counts_other_processes_on_the_runs_cores_not_the_run_itself() -> None:
