@@ -206,7 +206,9 @@ class Registry:
 
     # -- writing -------------------------------------------------------------------------
     def _reserve(self, name: str, version: str | None) -> str:
-        self.clean_unfinished(name, only_dead=True)  # a killed import of this host: its number and files
+        listed = list(self.store.list(f"{refs.ROOT}/{name}/"))  # one listing for the cleaning and the numbering
+        # a killed import of this host: its number and files
+        cleaned = self.clean_unfinished(name, only_dead=True, listed=listed)
         body = unfinished.reservation_body()
         if version is not None:
             if self.store.exists(refs.manifest_key(name, version)):
@@ -216,7 +218,8 @@ class Registry:
             except ObjectExists:
                 raise VersionExists(f"{name}@{version} is already taken by another import") from None
             return version
-        taken = {k.split("/")[2] for k in self.store.list(f"{refs.ROOT}/{name}/") if k.count("/") == 3}
+        freed = {item.version for item in cleaned}
+        taken = {k.split("/")[2] for k in listed if k.count("/") == 3} - freed
         candidate = max((int(v) for v in taken if v.isdigit()), default=0) + 1
         while True:
             try:
@@ -236,12 +239,15 @@ class Registry:
         older_than_s: float = 24 * 3600.0,
         only_dead: bool = False,
         dry_run: bool = False,
+        listed: list[str] | None = None,
     ) -> list[unfinished.Unfinished]:
         """Remove what killed imports left: those whose owner on this host is dead, and (unless
         ``only_dead``) those of other hosts older than ``older_than_s``. Returns what was (or, with
-        ``dry_run``, would be) removed."""
+        ``dry_run``, would be) removed. ``listed``: the keys under ``name``'s folder, already listed."""
         chosen = [
-            u for u in self.unfinished_imports(name) if (u.state == "dead" if only_dead else u.removable(older_than_s))
+            u
+            for u in unfinished.find(self.store, name, listed)
+            if (u.state == "dead" if only_dead else u.removable(older_than_s))
         ]
         for item in chosen:
             if not dry_run:

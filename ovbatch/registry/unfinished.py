@@ -16,6 +16,7 @@ import json
 import os
 import socket
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,11 +80,12 @@ def state_of(owner: dict[str, Any]) -> str:
     return "running" if start is not None and start == owner.get("start") else "dead"
 
 
-def find(store: ObjectStore, name: str | None = None) -> list[Unfinished]:
-    """Version folders without a manifest (under ``name`` only, if given)."""
+def find(store: ObjectStore, name: str | None = None, listed: Iterable[str] | None = None) -> list[Unfinished]:
+    """Version folders without a manifest (under ``name`` only, if given); ``listed``: the keys under
+    that prefix, where the caller has listed them already."""
     prefix = f"{refs.ROOT}/{refs.check_name(name)}/" if name else f"{refs.ROOT}/"
     folders: dict[tuple[str, str], list[str]] = {}
-    for key in store.list(prefix):
+    for key in store.list(prefix) if listed is None else listed:
         parts = key.split("/")
         if len(parts) == 4:
             folders.setdefault((parts[1], parts[2]), []).append(key)

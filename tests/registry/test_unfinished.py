@@ -68,8 +68,13 @@ def test_a_killed_import_leaves_nothing_visible_and_the_next_import_on_this_host
     assert left.owner["pid"] != os.getpid() and left.age_s is not None and left.age_s < 60
     listing = subprocess.run([OVBATCH, "models", "list"], env=env, capture_output=True, text=True, timeout=120)
     assert "1 unfinished import" in listing.stderr and "ovbatch models clean" in listing.stderr, listing.stderr
+    listed, real_list = [], registry.store.list
+    registry.store.list = lambda prefix: listed.append(prefix) or real_list(prefix)  # type: ignore[method-assign]
     manifest = registry.import_folder(src, "tiny")  # e.g. the quantization job rerun by the same worker
+    registry.store.list = real_list  # type: ignore[method-assign]
     assert manifest["version"] == "2", "the dead import's number is taken again"
+    folder = f"{refs.ROOT}/tiny/"
+    assert listed.count(folder) == 1, f"one listing of {folder} should serve cleaning and numbering: {listed}"
     assert registry.unfinished_imports() == [] and registry.versions("tiny") == ["1", "2"]
     assert not list(registry.store.list(refs.reservation_key("tiny", "2"))), "the new version's reservation went"
 
