@@ -17,6 +17,7 @@ import msgspec
 
 from ovbatch.errors import (
     BadMessageError,
+    InputError,
     JobCancelled,
     JobTimeLimitExceeded,
     ObjectExists,
@@ -193,6 +194,55 @@ def read_marker(job: JobSpec, store: ObjectStore, units: float = 1.0) -> Outcome
         return Outcome("done", data["outputs"], units, data["processing_s"], reused=True, extra=data.get("extra", {}))
     except Exception:
         return None
+
+
+J = TypeVar("J", bound=JobSpec)
+
+
+def begin(
+    job: J,
+    env: JobEnv,
+    finished: Callable[[J, ObjectStore], Outcome | None],
+    what: str,
+    extra: dict[str, Any] | None = None,
+) -> ObjectStore | Outcome:
+    """How every kind's ``run`` starts. A job of a cancelled batch ends before it starts (``what``
+    names it: "this file", "this image"; ``extra``: the record fields it still carries); a job that
+    finished before (a redelivery, a resubmission) returns the outcome its kind's ``finished`` reads
+    back. Otherwise: the store the job writes its outputs to."""
+    if env.is_cancelled(job.batch_id):
+        return Outcome("cancelled", error=f"batch cancelled before {what} started", extra=dict(extra or {}))
+    out = env.out_store(job.out_url)
+    earlier = finished(job, out)
+    return out if earlier is None else earlier
+
+
+# what ends a job early without being an infrastructure error (those raise, and WorkerStopping
+# raises: the job goes back to its queue): ``stopped`` turns each into the job's outcome
+STOPS: tuple[type[Exception], ...] = (InputError, JobCancelled, JobTimeLimitExceeded)
+
+
+def named(name: str, exc: Exception) -> str:
+    """An error's message led by what the user named (the file, the prompt), once."""
+    text = str(exc)
+    return text if text.startswith(name) else f"{name}: {text}"
+
+
+def stopped(exc: Exception, started: float, *, name: str | None = None, extra: dict[str, Any] | None = None) -> Outcome:
+    """The outcome of a job ended by one of ``STOPS`` (``started``: its ``time.perf_counter()`` at the
+    start): bad input fails it for good (its message led by ``name``, if given); a cancel cancels it;
+    the time limit fails it as retryable: not the input's fault, ``ovbatch retry`` may rerun it on a
+    faster worker."""
+    processing_s = time.perf_counter() - started
+    extra = dict(extra or {})
+    if isinstance(exc, JobCancelled):
+        return Outcome("cancelled", error=str(exc), processing_s=processing_s, extra=extra)
+    if isinstance(exc, JobTimeLimitExceeded):
+        return Outcome("failed", error=str(exc), processing_s=processing_s, retryable=True, extra=extra)
+    if isinstance(exc, InputError):
+        error = named(name, exc) if name else str(exc)
+        return Outcome("failed", error=error, processing_s=processing_s, extra=extra)
+    raise TypeError(f"not a job stop: {exc!r}") from exc
 
 
 @dataclass

@@ -15,8 +15,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from ovbatch.errors import BadInputError, InputError, JobCancelled, JobTimeLimitExceeded
-from ovbatch.jobs import JobEnv, Outcome, Watch, read_marker, write_marker
+from ovbatch.errors import BadInputError, InputError
+from ovbatch.jobs import STOPS, JobEnv, Outcome, Watch, begin, named, read_marker, stopped, write_marker
 from ovbatch.registry import extensions
 from ovbatch.registry.loader import decrypt_version
 from ovbatch.registry.refs import ModelRef
@@ -62,19 +62,16 @@ def config_of(job: BenchmarkJob) -> measure.Config:
 
 
 def run(job: BenchmarkJob, env: JobEnv) -> Outcome:
-    if env.is_cancelled(job.batch_id):
-        return Outcome("cancelled", error="batch cancelled before this run started")
-    out = env.out_store(job.out_url)
-    earlier = finished(job, out)
-    if earlier is not None:
-        return earlier
+    out = begin(job, env, finished, "this run")
+    if isinstance(out, Outcome):
+        return out
     bench: Benchmarker = env.engine_for(job)
     watch = env.watch(job, cancel_check_s=1.0)
     t0 = time.perf_counter()
     try:
         data = measure_job(job, bench, env, watch)
     except InputError as exc:
-        error = str(exc) if str(exc).startswith(job.display) else f"{job.display}: {exc}"
+        error = named(job.display, exc)
         failed = {
             "run_id": job.run_id,
             "status": "failed",
@@ -86,10 +83,8 @@ def run(job: BenchmarkJob, env: JobEnv) -> Outcome:
         }
         out.put_bytes(job.report_key, json.dumps(failed, indent=2).encode())
         return Outcome("failed", [job.report_key], error=error, processing_s=time.perf_counter() - t0)
-    except JobCancelled as exc:
-        return Outcome("cancelled", error=str(exc), processing_s=time.perf_counter() - t0)
-    except JobTimeLimitExceeded as exc:
-        return Outcome("failed", error=str(exc), processing_s=time.perf_counter() - t0, retryable=True)
+    except STOPS as exc:
+        return stopped(exc, t0)
     out.put_bytes(job.csv_key, report.benchmark_app_csv(data).encode())
     out.put_bytes(job.report_key, json.dumps(data, indent=2).encode())
     processing_s = time.perf_counter() - t0

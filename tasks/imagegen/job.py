@@ -9,8 +9,8 @@ import json
 import time
 from typing import Any
 
-from ovbatch.errors import InputError, JobCancelled, JobTimeLimitExceeded, ObjectNotFound
-from ovbatch.jobs import JobEnv, Outcome, Watch
+from ovbatch.errors import InputError, ObjectNotFound
+from ovbatch.jobs import STOPS, JobEnv, Outcome, Watch, begin, stopped
 from ovbatch.storage import ObjectStore
 from ovbatch.tasks.imagegen import formats
 from ovbatch.tasks.imagegen.components import SCHEDULERS
@@ -103,12 +103,9 @@ class Stepper:
 def run(job: ImageJob, env: JobEnv) -> Outcome:
     """Make one image. Bad input becomes a failed outcome; infrastructure errors raise, and so does
     ``WorkerStopping`` (the job is not over: it goes back to its queue)."""
-    if env.is_cancelled(job.batch_id):
-        return Outcome("cancelled", error="batch cancelled before this image started", extra=_extra(job))
-    out = env.out_store(job.out_url)
-    earlier = finished(job, out)
-    if earlier is not None:
-        return earlier
+    out = begin(job, env, finished, "this image", extra=_extra(job))
+    if isinstance(out, Outcome):
+        return out
     t0 = time.perf_counter()
     try:
         check_limits(job, env.settings)
@@ -118,22 +115,11 @@ def run(job: ImageJob, env: JobEnv) -> Outcome:
         stepper = Stepper(env.watch(job, cancel_check_s=0.0), env)
         image = engine.generate(request_of(job), stepper)
         stepper.settle(job.steps)
-    except InputError as exc:
-        return Outcome("failed", error=_named(job, exc), processing_s=time.perf_counter() - t0, extra=_extra(job))
-    except JobCancelled as exc:
-        return Outcome("cancelled", error=str(exc), processing_s=time.perf_counter() - t0, extra=_extra(job))
-    except JobTimeLimitExceeded as exc:  # not the prompt's fault: `ovbatch retry` may rerun it
-        return Outcome(
-            "failed", error=str(exc), processing_s=time.perf_counter() - t0, retryable=True, extra=_extra(job)
-        )
+    except STOPS as exc:
+        return stopped(exc, t0, name=job.source, extra=_extra(job))
     processing_s = time.perf_counter() - t0
     outputs = write_outputs(job, out, image, processing_s)
     return Outcome("done", outputs, 1.0, processing_s, extra=_extra(job))
-
-
-def _named(job: ImageJob, exc: Exception) -> str:
-    text = str(exc)
-    return text if text.startswith(job.source) else f"{job.source}: {text}"
 
 
 def write_outputs(job: ImageJob, out: ObjectStore, image: Any, processing_s: float) -> list[str]:

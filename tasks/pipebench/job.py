@@ -9,8 +9,8 @@ import time
 from typing import Any
 
 from ovbatch.batches import BatchStore
-from ovbatch.errors import InputError, JobCancelled, JobTimeLimitExceeded
-from ovbatch.jobs import JobEnv, Outcome, read_marker, write_marker
+from ovbatch.errors import InputError
+from ovbatch.jobs import STOPS, JobEnv, Outcome, begin, named, read_marker, stopped, write_marker
 from ovbatch.memory import PeakRss
 from ovbatch.storage import ObjectStore
 from ovbatch.tasks.benchmark import machine
@@ -23,26 +23,21 @@ def finished(job: PipelineJob, store: ObjectStore) -> Outcome | None:
 
 
 def run(job: PipelineJob, env: JobEnv) -> Outcome:
-    if env.is_cancelled(job.batch_id):
-        return Outcome("cancelled", error="batch cancelled before this run started")
-    out = env.out_store(job.out_url)
-    earlier = finished(job, out)
-    if earlier is not None:
-        return earlier
+    out = begin(job, env, finished, "this run")
+    if isinstance(out, Outcome):
+        return out
     t0 = time.perf_counter()
     try:
         data = measure_job(job, env)
     except InputError as exc:
-        error = str(exc) if str(exc).startswith(job.display) else f"{job.display}: {exc}"
+        error = named(job.display, exc)
         failed = {"run_id": job.run_id, "status": "failed", "model": job.model, "config": job.configuration()}
         out.put_bytes(
             job.report_key, json.dumps({**failed, "sweep": dict(job.sweep), "error": error}, indent=2).encode()
         )
         return Outcome("failed", [job.report_key], error=error, processing_s=time.perf_counter() - t0)
-    except JobCancelled as exc:
-        return Outcome("cancelled", error=str(exc), processing_s=time.perf_counter() - t0)
-    except JobTimeLimitExceeded as exc:
-        return Outcome("failed", error=str(exc), processing_s=time.perf_counter() - t0, retryable=True)
+    except STOPS as exc:
+        return stopped(exc, t0)
     out.put_bytes(job.csv_key, report.llm_bench_csv(data).encode())
     out.put_bytes(job.report_key, json.dumps(data, indent=2).encode())
     outcome = Outcome("done", [job.report_key, job.csv_key], 1.0, time.perf_counter() - t0, extra=report.headline(data))

@@ -16,8 +16,8 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ovbatch.errors import InputError, JobCancelled, JobTimeLimitExceeded
-from ovbatch.jobs import JobEnv, Outcome, Watch, read_marker, write_marker
+from ovbatch.errors import InputError
+from ovbatch.jobs import STOPS, JobEnv, Outcome, Watch, begin, read_marker, stopped, write_marker
 from ovbatch.memory import PeakRss
 from ovbatch.registry.loader import DecryptedVersion, decrypt_version
 from ovbatch.registry.refs import ModelRef
@@ -99,24 +99,17 @@ def _bytes(version: DecryptedVersion) -> int:
 
 
 def run(job: QuantizeJob, env: JobEnv) -> Outcome:
-    if env.is_cancelled(job.batch_id):
-        return Outcome("cancelled", error="batch cancelled before this job started")
-    out = env.out_store(job.out_url)
-    earlier = finished(job, out)
-    if earlier is not None:
-        return earlier
+    out = begin(job, env, finished, "this job")
+    if isinstance(out, Outcome):
+        return out
     quantizer: Quantizer = env.engine_for(job)
     t0 = time.perf_counter()
     watch = env.watch(job, cancel_check_s=0.0)
     try:
         with PeakRss() as rss:
             report = _quantize(job, env, quantizer, watch)
-    except InputError as exc:
-        return Outcome("failed", error=f"{job.display}: {exc}", processing_s=time.perf_counter() - t0)
-    except JobCancelled as exc:
-        return Outcome("cancelled", error=str(exc), processing_s=time.perf_counter() - t0)
-    except JobTimeLimitExceeded as exc:
-        return Outcome("failed", error=str(exc), processing_s=time.perf_counter() - t0, retryable=True)
+    except STOPS as exc:
+        return stopped(exc, t0, name=job.display)
     processing_s = time.perf_counter() - t0
     report["seconds"]["total"] = round(processing_s, 2)
     report["peak_rss_mib"] = round(rss.peak, 1)

@@ -16,8 +16,8 @@ from typing import BinaryIO
 
 import numpy as np
 
-from ovbatch.errors import InputError, JobCancelled, JobTimeLimitExceeded, ObjectNotFound
-from ovbatch.jobs import JobEnv, Outcome, Watch
+from ovbatch.errors import ObjectNotFound
+from ovbatch.jobs import STOPS, JobEnv, Outcome, Watch, begin, stopped
 from ovbatch.storage import ObjectStore
 from ovbatch.tasks.transcribe import audio, formats
 from ovbatch.tasks.transcribe.spec import TranscribeJob
@@ -68,12 +68,9 @@ def duration_limit(job: TranscribeJob, env: JobEnv) -> float | None:
 def run(job: TranscribeJob, env: JobEnv) -> Outcome:
     """Transcribe one file. Bad input becomes a failed outcome; infrastructure errors raise, and so
     does ``WorkerStopping`` (the job is not over: it goes back to its queue)."""
-    if env.is_cancelled(job.batch_id):
-        return Outcome("cancelled", error="batch cancelled before this file started")
-    out = env.out_store(job.out_url)
-    earlier = finished(job, out)
-    if earlier is not None:
-        return earlier
+    out = begin(job, env, finished, "this file")
+    if isinstance(out, Outcome):
+        return out
     t0 = time.perf_counter()
     engine = env.engine_for(job)
     watch = env.watch(job)  # transcription time: a cold model load is not counted
@@ -82,12 +79,8 @@ def run(job: TranscribeJob, env: JobEnv) -> Outcome:
             blocks = audio.iter_blocks(stream, job.display, max_duration_s=duration_limit(job, env))
             check = lambda: watch.check("this file was being transcribed")  # noqa: E731
             transcript = engine.transcribe(watched(blocks, watch), job.options, check=check)
-    except InputError as exc:
-        return Outcome("failed", error=str(exc), processing_s=time.perf_counter() - t0)
-    except JobCancelled as exc:
-        return Outcome("cancelled", error=str(exc), processing_s=time.perf_counter() - t0)
-    except JobTimeLimitExceeded as exc:  # not the file's fault: `ovbatch retry` may rerun it (a faster worker)
-        return Outcome("failed", error=str(exc), processing_s=time.perf_counter() - t0, retryable=True)
+    except STOPS as exc:
+        return stopped(exc, t0)
     processing_s = time.perf_counter() - t0
     outputs = write_outputs(job, out, transcript, processing_s)
     return Outcome("done", outputs, transcript.duration_s, processing_s, extra={"language": transcript.language})
