@@ -7,6 +7,7 @@ here knows about audio or images.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Callable
@@ -65,6 +66,13 @@ class JobSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
         """The output names this job writes under ``out_url``, where they follow from its input (a
         kind whose names are unique per job, a benchmark run's, returns none)."""
         return []
+
+
+def job_id_of(material: list[Any]) -> str:
+    """A job's deterministic id: the hash of what makes it this job (content digests, options, its
+    destination), so a resubmission finds the jobs it ran before. Ids must not change between
+    releases: a changed id reruns work that was done."""
+    return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
 OWNERS = ".ovbatch/owners/"

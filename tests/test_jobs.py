@@ -79,3 +79,35 @@ def test_an_infrastructure_error_is_not_a_stop() -> None:
     assert not isinstance(StorageError("S3 down"), STOPS), "infrastructure errors must raise, not end the job"
     with pytest.raises(TypeError, match="not a job stop"):
         stopped(StorageError("S3 down"), 0.0)
+
+
+def test_job_ids_stay_what_earlier_releases_made() -> None:
+    """A resubmission skips the jobs it finished before by their ids: an id that changed between
+    releases would make every finished file, image or quantization of a batch run again."""
+    from ovbatch.tasks.imagegen.spec import image_job_id
+    from ovbatch.tasks.quantize.spec import job_id_for as quantize_id
+    from ovbatch.tasks.transcribe.spec import job_id_for as transcribe_id
+    from ovbatch.tasks.transcribe.types import TranscribeOptions
+
+    # made by the kinds' own hashing before it moved into jobs.job_id_of
+    transcribe = transcribe_id(
+        "ab" * 32, "whisper-base@2", TranscribeOptions(language="en"), ("txt", "srt"), "s3://out/talks/", "2024/a.wav"
+    )
+    assert transcribe == "d3456f0594f9f6dcec37224a2cbb0f3f", "a transcription job's id changed"
+    image = image_job_id(
+        model_digest="cd" * 32,
+        loras=(),
+        prompt="a red fox",
+        negative_prompt="",
+        seed=7,
+        steps=4,
+        guidance=1.0,
+        width=512,
+        height=512,
+        scheduler=None,
+        out_url="file:///out/",
+        relpath="prompts/0001-7.png",
+    )
+    assert image == "8b69b77b34fd20b499e880a84a1f838f", "an image job's id changed"
+    quantize = quantize_id("ef" * 32, "int8-hybrid", {"alpha": 0.5}, None, None, 0.5, "whisper-base", "s3://q/", "en")
+    assert quantize == "43ccb204dacb951bb937f7fbd5004d7a", "a quantization job's id changed"

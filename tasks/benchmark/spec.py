@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from ovbatch.jobs import JobSpec
+from ovbatch.jobs import JobSpec, job_id_of
 
 Digest = Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{64}$")]
 ShapeSpec = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.:/\-\[\]?,\s]{1,400}$")]
@@ -79,4 +79,4 @@ def config_key(job_fields: dict[str, object]) -> str:
 
 def job_id_for(batch_id: str, model_digest: str, configuration: dict[str, object], repeat: int, out_url: str) -> str:
     material = [batch_id, model_digest, sorted(configuration.items()), repeat, out_url.rstrip("/")]
-    return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()[:32]
+    return job_id_of(material)

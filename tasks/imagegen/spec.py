@@ -6,13 +6,11 @@ Validated strictly on both sides (``JobSpec.from_json``); the worker applies its
 
 from __future__ import annotations
 
-import hashlib
-import json
 from typing import Annotated, Literal
 
 import msgspec
 
-from ovbatch.jobs import JobSpec
+from ovbatch.jobs import JobSpec, job_id_of
 
 Side = Annotated[int, msgspec.Meta(ge=64, le=4096, multiple_of=8)]
 Alpha = Annotated[float, msgspec.Meta(ge=-10.0, le=10.0)]
@@ -82,4 +80,4 @@ def image_job_id(
         out_url.rstrip("/"),
         relpath,
     ]
-    return hashlib.sha256(json.dumps(material).encode()).hexdigest()[:32]
+    return job_id_of(material)

@@ -8,13 +8,11 @@ llm_bench's columns). Each run is a new measurement: the job id includes the bat
 
 from __future__ import annotations
 
-import hashlib
-import json
 from typing import Annotated, Literal
 
 import msgspec
 
-from ovbatch.jobs import JobSpec
+from ovbatch.jobs import JobSpec, job_id_of
 from ovbatch.tasks.imagegen.spec import Side
 from ovbatch.tasks.transcribe.types import TranscribeOptions
 
@@ -77,6 +75,8 @@ class PipelineJob(JobSpec, frozen=True, kw_only=True, forbid_unknown_fields=True
         return config
 
 
-def job_id_for(batch_id: str, model_digest: str, inputs: list[object], config: dict[str, object], repeat: int) -> str:
-    material = [batch_id, model_digest, inputs, sorted(config.items()), repeat]
-    return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()[:32]
+def job_id_for(
+    batch_id: str, model_digest: str, inputs: list[object], config: dict[str, object], repeat: int, out_url: str
+) -> str:
+    material = [batch_id, model_digest, inputs, sorted(config.items()), repeat, out_url.rstrip("/")]
+    return job_id_of(material)

@@ -190,7 +190,7 @@ def plan(
                 sweep=dict(config.sweep),
                 **fields,
             )
-            job_id = job_id_for(batch_id, digest, material, job.configuration(), r)
+            job_id = job_id_for(batch_id, digest, material, job.configuration(), r, out_url)
             result.jobs.append(replace_job(job, job_id))
     # inputs that could not be read are listed once, beside the runs that measured the others
     result.failures += inputs.failures

@@ -7,13 +7,11 @@ job id and the new version's lineage name exactly the audio, prompts or tensors 
 
 from __future__ import annotations
 
-import hashlib
-import json
 from typing import Annotated
 
 import msgspec
 
-from ovbatch.jobs import JobSpec
+from ovbatch.jobs import JobSpec, job_id_of
 
 Digest = Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{64}$")]
 ParamValue = bool | int | float | str
@@ -68,4 +66,4 @@ def job_id_for(
         out_url.rstrip("/"),
         language,
     ]
-    return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:32]
+    return job_id_of(material)

@@ -3,15 +3,13 @@ audio, model bytes or keys. Validated strictly on both sides (``JobSpec.from_jso
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import PurePosixPath
 from typing import Annotated
 
 import msgspec
 
 from ovbatch.inputs import UPLOADED as UPLOADED  # noqa: F401  (re-exported for submit)
-from ovbatch.jobs import JobSpec
+from ovbatch.jobs import JobSpec, job_id_of
 from ovbatch.tasks.transcribe.types import FORMATS, Format, TranscribeOptions
 
 
@@ -48,4 +46,4 @@ def job_id_for(
     material = [input_sha256, model, options.to_json(), sorted(formats), out_url.rstrip("/"), relpath]
     if keep_extension:  # other output names: another job (ids of the usual naming stay as they were)
         material.append("keep-extension")
-    return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:32]
+    return job_id_of(material)
