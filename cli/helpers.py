@@ -17,6 +17,21 @@ from ovbatch.storage import open_store
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def wait_or_local(fn: F) -> F:
+    """Every submitting command's ``--wait`` and ``--local``."""
+    fn = click.option("--local", is_flag=True, help="Run in this process, no Redis or workers (embedded mode).")(fn)
+    return click.option("--wait", is_flag=True, help="Show progress until the batch ends.")(fn)
+
+
+def overwrite_option(fn: F) -> F:
+    """``--overwrite``, for the kinds whose output names follow from their inputs (``jobs.claim_outputs``)."""
+    return click.option(
+        "--overwrite",
+        is_flag=True,
+        help="Replace outputs that another batch (other model or options) wrote under the same names in --out.",
+    )(fn)
+
+
 def settings_of(ctx: click.Context) -> Settings:
     root = ctx.find_root()
     if root.obj is None:

@@ -11,7 +11,7 @@ import click
 
 from ovbatch import kinds
 from ovbatch.cli.batch import submit_batch
-from ovbatch.cli.helpers import clean_errors, settings_of
+from ovbatch.cli.helpers import clean_errors, settings_of, wait_or_local
 from ovbatch.errors import BadInputError
 from ovbatch.registry.registry import Registry
 from ovbatch.submission import Plan
@@ -93,8 +93,7 @@ class _WithCompare(click.Command):
     help="--pipeline: inputs run first and not counted.",
 )
 @click.option("--language", default=None, help="--pipeline with Whisper: the language (default: detect).")
-@click.option("--wait", is_flag=True, help="Show progress until the batch ends.")
-@click.option("--local", is_flag=True, help="Run in this process, no Redis or workers (embedded mode).")
+@wait_or_local
 @click.pass_context
 @clean_errors
 def benchmark(

@@ -8,7 +8,7 @@ import click
 
 from ovbatch import kinds
 from ovbatch.cli.batch import submit_batch
-from ovbatch.cli.helpers import clean_errors, settings_of
+from ovbatch.cli.helpers import clean_errors, overwrite_option, settings_of, wait_or_local
 from ovbatch.errors import InputError
 from ovbatch.registry.registry import Registry
 from ovbatch.submission import Plan
@@ -57,13 +57,8 @@ def _given(
 @click.option("--lora", "loras", multiple=True, help="LoRA adapter from the registry: NAME[@V][:ALPHA]; repeatable.")
 @click.option("--scheduler", default=None, help="Sampler (default: the model's own).")
 @click.option("--device", default="CPU", show_default=True, help="OpenVINO device whose queue gets the jobs.")
-@click.option(
-    "--overwrite",
-    is_flag=True,
-    help="Replace outputs that another batch (other model or options) wrote under the same names in --out.",
-)
-@click.option("--wait", is_flag=True, help="Show progress until the batch ends.")
-@click.option("--local", is_flag=True, help="Run in this process, no Redis or workers (embedded mode).")
+@overwrite_option
+@wait_or_local
 @click.pass_context
 @clean_errors
 def txt2img(

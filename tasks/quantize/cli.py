@@ -8,7 +8,7 @@ import click
 
 from ovbatch import kinds
 from ovbatch.cli.batch import submit_batch
-from ovbatch.cli.helpers import clean_errors, settings_of
+from ovbatch.cli.helpers import clean_errors, settings_of, wait_or_local
 from ovbatch.registry.registry import Registry
 from ovbatch.submission import Plan
 
@@ -52,8 +52,7 @@ def _params(values: tuple[str, ...]) -> dict[str, str]:
 @click.option(
     "--device", default="CPU", show_default=True, help="OpenVINO device whose quantization workers take the jobs."
 )
-@click.option("--wait", is_flag=True, help="Show progress until the batch ends.")
-@click.option("--local", is_flag=True, help="Run in this process, no Redis or workers (embedded mode).")
+@wait_or_local
 @click.pass_context
 @clean_errors
 def quantize(

@@ -8,7 +8,7 @@ import click
 
 from ovbatch import kinds
 from ovbatch.cli.batch import submit_batch
-from ovbatch.cli.helpers import clean_errors, settings_of
+from ovbatch.cli.helpers import clean_errors, overwrite_option, settings_of, wait_or_local
 from ovbatch.registry.registry import Registry
 from ovbatch.submission import Plan
 from ovbatch.tasks.transcribe.types import FORMATS, Format, TranscribeOptions
@@ -37,13 +37,8 @@ def _options(
 @click.option("--task", type=click.Choice(["transcribe", "translate"]), default="transcribe", show_default=True)
 @click.option("--word-timestamps", is_flag=True, help="Time each word (json output: words per segment); 7-16 % slower.")
 @click.option("--max-duration-s", type=float, default=None, help="Longer files fail (default: settings).")
-@click.option(
-    "--overwrite",
-    is_flag=True,
-    help="Replace outputs that another batch (other model or options) wrote under the same names in --out.",
-)
-@click.option("--wait", is_flag=True, help="Show progress until the batch ends.")
-@click.option("--local", is_flag=True, help="Run in this process, no Redis or workers (embedded mode).")
+@overwrite_option
+@wait_or_local
 @click.pass_context
 @clean_errors
 def transcribe(
