@@ -80,12 +80,13 @@ def row(kind: str, report: dict[str, Any], wall_s: float) -> str:
     m, s, size = report["metrics"], report["seconds"], report["size_bytes"]
     parent_s, child_s = m["speed"]["parent_s_per_image"], m["speed"]["quantized_s_per_image"]
     gen = m["generation"]
+    best = f"; best images {m['speed']['speedup_best']:.2f}x" if m["speed"].get("speedup_best") else ""
     return (
         f"| {kind} {gen['size']}px {gen['steps']} steps | {report['recipe']} | "
         f"{'pass' if report['gate']['passed'] else 'FAIL'} | "
         f"{s.get('calibrate', 0):.0f} / {s['quantize']:.0f} / {s['total']:.0f} s ({wall_s:.0f} s wall) | "
         f"{report['peak_rss_mib']:.0f} MiB | {size['before'] / 2**20:.0f} -> {size['after'] / 2**20:.0f} MiB | "
-        f"{parent_s:.2f} / {child_s:.2f} s ({parent_s / max(child_s, 1e-9):.2f}x) | "
+        f"{parent_s:.2f} / {child_s:.2f} s ({parent_s / max(child_s, 1e-9):.2f}x{best}) | "
         f"{m['psnr_db']['mean']:.1f} / {m['psnr_db']['min']:.1f} dB | "
         f"{m['ssim']['mean']:.3f} / {m['ssim']['min']:.3f} |"
     )

@@ -328,7 +328,7 @@ def test_sigterm_puts_a_running_job_back_in_its_queue_at_once(
     # no grace: the running job must stop at once (the graceful case is the test below)
     env.update(OVBATCH_VISIBILITY_TIMEOUT_S="3600", OVBATCH_JOB_TIME_LIMIT_S="600", OVBATCH_STOP_GRACE_S="1")
     first = workers.start(name="leaving")
-    clip = very_long_clip(tmp_path / "hours.wav", minutes=10)
+    clip = very_long_clip(tmp_path / "hours.wav", minutes=3)  # long enough to be mid-way when the signal comes
     out = tmp_path / "out"
     bid = batch_id_of(cli(env, "transcribe", str(clip), "--model", "whisper-base", "--out", str(out)).stdout)
     wait_for(env, bid, lambda s: s["summary"]["running"] == 1, 120)

@@ -7,6 +7,7 @@ the text encoder's vocabulary is CLIP's 49,408 tokens (the hidden size stays 32)
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -143,19 +144,30 @@ class ImagegenHome:
     refs: dict[str, ModelRef]  # by manifest kind: "lcm", "stable-diffusion"
 
 
+def tiny_registry(tmp_path_factory: pytest.TempPathFactory, root: Path) -> ImagegenHome:
+    """A registry of its own under ``root`` (keyring.json, storage/) holding ``tiny-lcm@1`` and
+    ``tiny-stable-diffusion@1``. The import (optimum's export of both pipelines, about 40 s each on 2
+    cores) runs once per test session, through the real import path; every caller gets a copy."""
+    template = tmp_path_factory.getbasetemp() / "tiny-registry"
+    if not (template / "done").is_file():
+        shutil.rmtree(template, ignore_errors=True)
+        ring = Keyring(template / "keyring.json")
+        ring.add_new_key()
+        ring.save()
+        registry = Registry(FileStore(template / "storage"), ring)
+        for kind in ("lcm", "stable-diffusion"):
+            manifest = registry.import_folder(tiny_pipeline_folder(kind), f"tiny-{kind}")
+            assert manifest["kind"] == kind, f"the tiny {kind} pipeline was imported as {manifest['kind']!r}"
+            assert manifest["version"] == "1", f"tiny-{kind} was imported as version {manifest['version']}"
+        (template / "done").touch()
+    shutil.copytree(template, root, dirs_exist_ok=True, ignore=shutil.ignore_patterns("done"))
+    registry = Registry(FileStore(root / "storage"), Keyring.load(root / "keyring.json"))
+    return ImagegenHome(registry, {kind: ModelRef(f"tiny-{kind}", "1") for kind in ("lcm", "stable-diffusion")})
+
+
 @pytest.fixture(scope="session")
 def imagegen_home(tmp_path_factory: pytest.TempPathFactory) -> ImagegenHome:
-    root = tmp_path_factory.mktemp("imagegen-home")
-    ring = Keyring(root / "keyring.json")
-    ring.add_new_key()
-    ring.save()
-    registry = Registry(FileStore(root / "storage"), ring)
-    refs = {}
-    for kind in ("lcm", "stable-diffusion"):
-        manifest = registry.import_folder(tiny_pipeline_folder(kind), f"tiny-{kind}")
-        assert manifest["kind"] == kind, f"the tiny {kind} pipeline was imported as {manifest['kind']!r}"
-        refs[kind] = ModelRef(manifest["name"], manifest["version"])
-    return ImagegenHome(registry, refs)
+    return tiny_registry(tmp_path_factory, tmp_path_factory.mktemp("imagegen-home"))
 
 
 F32 = {"INFERENCE_PRECISION_HINT": "f32"}  # exact parity with PyTorch fp32; the default is bf16 on these CPUs
