@@ -110,7 +110,9 @@ def demo(
         )
     finally:
         for txt in sorted(out.rglob("*.txt")):
-            click.echo(f"  {txt.relative_to(out).with_suffix('')}: {txt.read_text().strip()}")
+            name = txt.relative_to(out)
+            if name.parts[0] != ".ovbatch":  # the jobs' own records (markers, output owners), not transcripts
+                click.echo(f"  {name.with_suffix('')}: {txt.read_text().strip()}")
         click.echo(f"srt, vtt and json files are in {out.resolve()}/ (and a batch-*.json report)")
 
 
