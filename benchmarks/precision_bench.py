@@ -1,8 +1,13 @@
 """Where bf16 loses Whisper accuracy: WER of the real Whisper base on the 240-clip accuracy set with
-each part (encoder, decoder, layer norms, logits, KV cache) compiled in bf16 or f32, and of its
+each part (encoder, decoder, layer norms, logits, KV cache) compiled in bf16 or f32, bf16 with f32
+for the windows it doubts (``recheck``, the default for float versions on BF16 CPUs), and of its
 int8-hybrid version, one process, one run.
 
     .venv/bin/python -m benchmarks.precision_bench [--home .cache/bench-precision] [--every 1] [--speed-every 3]
+        [--configs "all bf16,recheck,all f32"] [--packed]
+
+Without ``--packed`` every clip is decoded alone (a window per clip, as first measured); with it,
+short clips share windows as a worker decodes them (``EngineConfig.pack_max_s``'s default).
 
 Per-node f32 goes through the IR's ``DisablePrecisionConversion`` rt_info (what the 2026.4 CPU plugin
 reads; see tasks/transcribe/precision.py). The int8-hybrid version is made once by ``ovbatch quantize``
@@ -53,6 +58,8 @@ CONFIGS: dict[str, tuple[dict[str, str], dict[str, str], Mark, Mark]] = {
     "decoder KV cache f32": ({}, {"KV_CACHE_PRECISION": "f32"}, None, None),
     "all f32": (F32, F32, None, None),
 }
+RECHECK = "recheck"  # plugin default (bf16), the doubted windows again in f32 (tasks/transcribe/precision.py)
+CONFIGS[RECHECK] = ({}, {}, None, None)
 
 
 def marked_model(core: Any, version: Any, role: str, mark: Mark) -> Any:
@@ -72,10 +79,18 @@ def marked_model(core: Any, version: Any, role: str, mark: Mark) -> Any:
 
 
 def transcribe(
-    version: Any, core: Any, config: tuple[Any, ...], clips: Path, names: list[str]
-) -> tuple[list[str], float]:
+    version: Any,
+    core: Any,
+    config: tuple[Any, ...],
+    clips: Path,
+    names: list[str],
+    recheck: bool = False,
+    packed: bool = False,
+) -> tuple[list[str], float, int]:
+    """Texts, seconds, and windows decoded again in f32 (``recheck``)."""
     from ovbatch.tasks.transcribe import audio
     from ovbatch.tasks.transcribe.engine import DECODER, DETOKENIZER, ENCODER, EngineConfig, WhisperEngine
+    from ovbatch.tasks.transcribe.precision import compile_careful
     from ovbatch.tasks.transcribe.types import TranscribeOptions
 
     enc_cfg, dec_cfg, enc_mark, dec_mark = config
@@ -85,14 +100,16 @@ def transcribe(
         DECODER: core.compile_model(marked_model(core, version, DECODER, dec_mark), "CPU", {**threads, **dec_cfg}),
         DETOKENIZER: core.compile_model(version.read_model(core, DETOKENIZER), "CPU"),
     }
-    engine = WhisperEngine.from_loaded(version, compiled, EngineConfig(pack_max_s=0))  # as measured: a window per clip
+    careful = compile_careful(version, core, "CPU", {**threads, **F32}) if recheck else None
+    pack = EngineConfig().pack_max_s if packed else 0.0
+    engine = WhisperEngine.from_loaded(version, compiled, EngineConfig(pack_max_s=pack), careful)
     options = TranscribeOptions(language="en")
     texts: list[str] = []
     t0 = time.perf_counter()
     for i in range(0, len(names), 16):
         batch = [audio.load(clips / n, n) for n in names[i : i + 16]]
         texts += [t.text for t in engine.transcribe_many(batch, options)]
-    return texts, time.perf_counter() - t0
+    return texts, time.perf_counter() - t0, engine.stats.rechecked
 
 
 def whisper_registry(home: Path) -> Any:
@@ -140,6 +157,8 @@ def main() -> None:
     parser.add_argument("--home", type=Path, default=REPO / ".cache" / "bench-precision")
     parser.add_argument("--every", type=int, default=1, help="use every N-th clip of the set")
     parser.add_argument("--speed-every", type=int, default=3)
+    parser.add_argument("--packed", action="store_true", help="short clips share windows (a worker's default)")
+    parser.add_argument("--configs", default=",".join(CONFIGS), help="float rows to run (comma-separated names)")
     args = parser.parse_args()
     from ovbatch.crypto.keyring import Keyring
     from ovbatch.ov import make_core
@@ -157,7 +176,11 @@ def main() -> None:
     references = [refs[n] for n in names]
     float_v = decrypt_version(registry, ModelRef("whisper-base", "1"))
     int8_v = decrypt_version(registry, ModelRef("whisper-base", "2"))
-    runs = [("float", float_v, name, cfg) for name, cfg in CONFIGS.items()]
+    chosen = [c.strip() for c in args.configs.split(",") if c.strip()]
+    unknown = [c for c in chosen if c not in CONFIGS]
+    if unknown or "all f32" not in chosen:
+        parser.error(f"--configs: unknown {unknown} (known: {', '.join(CONFIGS)}); 'all f32' is the baseline")
+    runs = [("float", float_v, name, CONFIGS[name]) for name in chosen]
     runs += [
         ("int8-hybrid", int8_v, "all bf16", CONFIGS["all bf16"]),
         ("int8-hybrid", int8_v, "all f32", CONFIGS["all f32"]),
@@ -165,11 +188,13 @@ def main() -> None:
     units: dict[str, np.ndarray] = {}
     rows = []
     for model, version, name, cfg in runs:
-        texts, _ = transcribe(version, core, cfg, clips, names)
+        texts, _, rechecked = transcribe(version, core, cfg, clips, names, name == RECHECK, args.packed)
         u = error_units(references, texts)
         key = f"{model}: {name}"
         units[key] = u
         rows.append({"model": model, "compiled": name, "errors": int(u[:, 1].sum()), "words": int(u[:, 0].sum())})
+        if name == RECHECK:
+            rows[-1]["rechecked_windows"] = rechecked
         print(json.dumps(rows[-1]), flush=True)
     f32 = units["float: all f32"]
     for row in rows:
@@ -179,11 +204,13 @@ def main() -> None:
         row["worse_better"] = [int((d > 0).sum()), int((d < 0).sum())]
     speed_names = sorted(refs)[:: args.speed_every]
     speed = {}
-    for model, version in (("float", float_v), ("int8-hybrid", int8_v)):
-        for name in ("all bf16", "all f32"):
-            _, wall = transcribe(version, core, CONFIGS[name], clips, speed_names)
-            speed[f"{model}: {name}"] = round(wall, 1)
-            print(json.dumps({"speed": f"{model}: {name}", "clips": len(speed_names), "wall_s": round(wall, 1)}))
+    timed = [("float", float_v, n) for n in ("all bf16", RECHECK, "all f32") if n in chosen]
+    timed += [("int8-hybrid", int8_v, "all bf16"), ("int8-hybrid", int8_v, "all f32")]
+    for model, version, name in timed:
+        _, wall, rechecked = transcribe(version, core, CONFIGS[name], clips, speed_names, name == RECHECK, args.packed)
+        speed[f"{model}: {name}"] = round(wall, 1)
+        line = {"speed": f"{model}: {name}", "clips": len(speed_names), "wall_s": round(wall, 1)}
+        print(json.dumps(line | ({"rechecked_windows": rechecked} if name == RECHECK else {})), flush=True)
     print("\n| model | compiled | errors | WER % | vs all-f32 float, points [95 % CI] | clips worse / better |")
     print("| --- | --- | --- | --- | --- | --- |")
     for row in rows:

@@ -43,7 +43,7 @@ def _number(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
-WHISPER_PRECISIONS = ("auto", "f32", "bf16", "f16", "device")
+WHISPER_PRECISIONS = ("auto", "recheck", "f32", "bf16", "f16", "device")
 
 
 @dataclass(frozen=True)
@@ -70,9 +70,11 @@ class Settings:
     max_image_side: int = 2048
     max_image_steps: int = 200
     image_pipelines: int = 1
-    # Whisper's inference precision on CPU. "auto": f32 for float versions (bf16 made 0.7 WER points
-    # more errors), the plugin's default (bf16 on CPUs with AVX-512 BF16) for quantized ones (as
-    # accurate and faster); "device": the plugin's default for all. See tasks/transcribe/precision.py
+    # Whisper's inference precision on CPU. "auto": for float versions "recheck" where the CPU's default
+    # is bf16 (bf16 first, the windows it doubts again in f32: f32's accuracy, bf16 alone lost 0.7 WER
+    # points), else f32; the plugin's default (bf16 on CPUs with AVX-512 BF16) for quantized ones (as
+    # accurate and faster); "f32": f32 only; "device": the plugin's default for all.
+    # See tasks/transcribe/precision.py
     whisper_precision: str = "auto"
     # Whisper: whole files up to this long (with --language given) share 30 s windows, several
     # clips to one encoder window and decoder row (tasks/transcribe/packing.py): 3x faster and more

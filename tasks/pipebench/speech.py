@@ -115,6 +115,7 @@ def measure(job: PipelineJob, engine: Any, env: JobEnv, check: Callable[[], None
         "decoder_steps": stats.steps,
         "tokens": stats.tokens,
         "fallbacks": stats.fallbacks,
+        "rechecked_windows": stats.rechecked,  # doubted in bf16, encoded and decoded again in f32
         "seconds": {
             "features": stats.features_s,
             "encoder": stats.encoder_s,

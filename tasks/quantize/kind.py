@@ -18,7 +18,9 @@ def load_quantizer(load: EngineLoad) -> Loaded:
     """Nothing is decrypted here (each job decrypts its parent and wipes it); the cached object keeps
     what a sweep over one recipe's options reuses: captured calibration inputs, the parent's scores."""
     config, quantized_config = dict(load.config), None
-    if FAMILIES.get(load.manifest.get("kind", "")) == "whisper":  # the gate measures what transcription runs
+    # the gate measures the version at the precision transcription runs it, and a float parent in
+    # f32 (whose accuracy "recheck", transcription's default for float versions on bf16 CPUs, matches)
+    if FAMILIES.get(load.manifest.get("kind", "")) == "whisper":
         from ovbatch.tasks.transcribe.precision import whisper_config
 
         precision = load.settings.whisper_precision if load.settings is not None else "auto"

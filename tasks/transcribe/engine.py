@@ -14,8 +14,12 @@ worse than speech with context, made fewer errors on held-out clips that way (be
 A packed file's text therefore depends on which files shared its window; ``pack_max_s=0``
 (``OVBATCH_WHISPER_PACK_S=0``) decodes every file alone.
 
-Precision: the compiled models are used as given; on these CPUs OpenVINO's default is bf16, which
-measured 2x faster than ``INFERENCE_PRECISION_HINT=f32`` with the same text on the test speech.
+Precision: the compiled models are used as given. With ``careful`` models (the same encoder and
+decoder compiled in f32, ``precision.py``) the fast ones (bf16) decode every window first, and a
+window whose greedy text is improbable (average log-probability below ``recheck_logprob``) or
+would fall back to sampling is encoded and decoded again, from scratch, by the careful ones: bf16's
+lost words were a few low-confidence windows whose early tokens flipped, so f32's accuracy costs
+f32's time on those windows only (benchmarks/RESULTS.md, "bf16 first, f32 where it doubts").
 
 Word timestamps (``TranscribeOptions.word_timestamps``): after a batch of windows is decoded, one
 teacher-forced pass of the aligner (``alignment.py``, compiled on first use) over each window's
@@ -80,6 +84,10 @@ class EngineConfig:
     # 0 turns packing off. Measured on held-out clips: benchmarks/RESULTS.md, "Short clips packed".
     pack_max_s: float = 10.0
     pack_gap_s: float = 2.0
+    # with careful (f32) models: windows whose greedy text's average log-probability is below this
+    # are decoded again by them (set on the 240-clip accuracy set: about one window in six there,
+    # fewer on clearer speech; benchmarks/RESULTS.md)
+    recheck_logprob: float = -0.8
 
 
 def best_attempt(attempts: list[tuple[DecodeResult, str]], max_compression_ratio: float) -> DecodeResult:
@@ -158,6 +166,7 @@ class WhisperEngine:
         config: EngineConfig | None = None,
         aligner: Aligner | None = None,
         tokenizer_json: str | None = None,
+        careful: dict[str, Any] | None = None,
     ) -> None:
         self.config = config or EngineConfig()
         self.specials = specials
@@ -166,14 +175,24 @@ class WhisperEngine:
         vocab = int(compiled[DECODER].outputs[0].get_partial_shape()[2].get_length())
         self.stats = EngineStats()  # where the time goes (tasks/transcribe/stats.py)
         self.decoder = WindowDecoder(compiled[DECODER], specials, vocab, self.stats)
+        # the same encoder and decoder compiled in f32: doubtful windows are decoded again by them
+        self._careful_encoder = careful[ENCODER].create_infer_request() if careful else None
+        self.careful_decoder = WindowDecoder(careful[DECODER], specials, vocab, self.stats) if careful else None
         self.detokenizer = Detokenizer(compiled[DETOKENIZER], specials.eot, specials.timestamp_begin)
         self.aligner = aligner  # word timestamps need it and the tokenizer's vocabulary
         self._tokenizer_json = tokenizer_json
         self._keepalive: Any = None
 
     @classmethod
-    def from_loaded(cls, version: Any, compiled: dict[str, Any], config: EngineConfig | None = None) -> WhisperEngine:
-        """From ``load_and_compile``'s decrypted version (for the JSON files) and compiled models."""
+    def from_loaded(
+        cls,
+        version: Any,
+        compiled: dict[str, Any],
+        config: EngineConfig | None = None,
+        careful: dict[str, Any] | None = None,
+    ) -> WhisperEngine:
+        """From ``load_and_compile``'s decrypted version (for the JSON files) and compiled models;
+        ``careful``: its encoder and decoder compiled in f32 (``precision.compile_careful``)."""
         tokenizer_json, model_config = version.text("tokenizer.json"), json.loads(version.text("config.json"))
         generation = version.text("generation_config.json")
         specials = SpecialTokens.from_json(generation, tokenizer_json)
@@ -183,8 +202,11 @@ class WhisperEngine:
         heads = json.loads(generation).get("alignment_heads") or default_alignment_heads(
             int(model_config["decoder_layers"]), int(model_config["decoder_attention_heads"])
         )
-        aligner = Aligner(lambda: compile_aligner(version, compiled[DECODER], heads, specials.eot))
-        engine = cls(specials, features, compiled, config, aligner, tokenizer_json)
+        # word times at the careful (f32) decoder's precision where there is one: one teacher-forced
+        # pass per window costs little beside decoding, and f32 aligns closest (README, Word timestamps)
+        aligned_like = (careful or compiled)[DECODER]
+        aligner = Aligner(lambda: compile_aligner(version, aligned_like, heads, specials.eot))
+        engine = cls(specials, features, compiled, config, aligner, tokenizer_json, careful)
         engine._keepalive = version  # compiled models may read weights straight from its buffers
         return engine
 
@@ -466,13 +488,15 @@ class WhisperEngine:
             for i, language in zip(rows, self.decoder.detect_language(hidden[rows]), strict=True):
                 tracks[i].file.language = language
 
-    def _encode(self, windows: list[np.ndarray]) -> np.ndarray:
+    def _encode(self, windows: list[np.ndarray], careful: bool = False) -> np.ndarray:
         stats = self.stats
         t0 = time.perf_counter()
         mel = self.features.batch(windows, self.config.pad_log_mel)
         t1 = time.perf_counter()
-        self._encoder.infer({0: mel})
-        hidden = self._encoder.get_output_tensor(0).data.copy()
+        request = self._careful_encoder if careful else self._encoder
+        assert request is not None
+        request.infer({0: mel})
+        hidden = request.get_output_tensor(0).data.copy()
         stats.features_s += t1 - t0
         stats.encoder_s += time.perf_counter() - t1
         stats.encoder_calls += 1
@@ -484,10 +508,47 @@ class WhisperEngine:
     def _decode_with_fallback(
         self, hidden: np.ndarray, tracks: list[_Track], between: Callable[[], None] = lambda: None
     ) -> list[DecodeResult]:
+        """Each window's result (``_fallbacks``); with careful models, the windows the fast ones
+        doubt (``_doubtful``) are encoded and decoded again by the careful ones, from greedy on,
+        and their rows of ``hidden`` replaced (word timestamps align on what was decoded)."""
+        prompts = [self.specials.prompt(str(t.file.language), t.file.options.task) for t in tracks]
+        if self.careful_decoder is None:
+            return self._fallbacks(self.decoder, hidden, tracks, prompts, between)
+        rngs = [self._rng_for(t, 0.0) for t in tracks]
+        first = self.decoder.decode(hidden, prompts, [0.0] * len(tracks), rngs, between)
+        texts = self.detokenizer.decode_batch([r.tokens for r in first])
+        redo = [i for i, (r, text) in enumerate(zip(first, texts, strict=True)) if self._doubtful(tracks[i], r, text)]
+        if not redo:
+            return first
+        self.stats.rechecked += len(redo)
+        hidden[redo] = self._encode([tracks[i].window for i in redo], careful=True)
+        between()
+        again = self._fallbacks(
+            self.careful_decoder, hidden[redo], [tracks[i] for i in redo], [prompts[i] for i in redo], between
+        )
+        results = list(first)
+        for i, result in zip(redo, again, strict=True):
+            results[i] = result
+        return results
+
+    def _doubtful(self, track: _Track, result: DecodeResult, text: str) -> bool:
+        """A greedy window the careful models decode again: improbable text, or text that would
+        fall back to sampling (so the whole fallback runs as it would in f32); never silence."""
+        if self._is_silence(track.window, result):
+            return False
+        return result.avg_logprob < self.config.recheck_logprob or self._needs_fallback(track.window, result, text)
+
+    def _fallbacks(
+        self,
+        decoder: WindowDecoder,
+        hidden: np.ndarray,
+        tracks: list[_Track],
+        prompts: list[list[int]],
+        between: Callable[[], None],
+    ) -> list[DecodeResult]:
         """Greedy first; windows whose text is repetitive or improbable (and not silence) are
         decoded again, together, at each higher temperature in turn. Where every temperature
         fails, the most probable non-repetitive attempt wins (as faster-whisper does)."""
-        prompts = [self.specials.prompt(str(t.file.language), t.file.options.task) for t in tracks]
         todo = list(range(len(tracks)))
         tried: list[list[tuple[DecodeResult, str]]] = [[] for _ in tracks]
         chosen: list[DecodeResult | None] = [None] * len(tracks)
@@ -495,9 +556,7 @@ class WhisperEngine:
             if attempt:
                 self.stats.fallbacks += len(todo)
             rngs = [self._rng_for(tracks[i], temperature) for i in todo]
-            got = self.decoder.decode(
-                hidden[todo], [prompts[i] for i in todo], [temperature] * len(todo), rngs, between
-            )
+            got = decoder.decode(hidden[todo], [prompts[i] for i in todo], [temperature] * len(todo), rngs, between)
             texts = self.detokenizer.decode_batch([r.tokens for r in got])
             for i, result, text in zip(todo, got, texts, strict=True):
                 tried[i].append((result, text))

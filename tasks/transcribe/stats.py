@@ -25,6 +25,7 @@ class EngineStats:
     tokens: int = 0  # tokens chosen by rows still decoding (each row's end-of-text included)
     decodes: int = 0  # windows decoded, temperature fallbacks included
     fallbacks: int = 0  # windows decoded again at a higher temperature
+    rechecked: int = 0  # windows the fast (bf16) models doubted, encoded and decoded again in f32
     packs_redone: int = 0  # packs whose transcript could not be split with confidence (packing.doubtful)
 
     def copy(self) -> EngineStats:

@@ -472,3 +472,49 @@ def test_empty_streams_and_bad_input(engine: WhisperEngine) -> None:
         engine.transcribe([np.zeros((10, 2), dtype=np.float32)], TranscribeOptions())
     with pytest.raises(InputError, match="language 'xx'"):
         engine.transcribe([np.zeros(16000, dtype=np.float32)], TranscribeOptions(language="xx"))
+
+
+@pytest.mark.slow
+@pytest.mark.real_model
+def test_windows_the_fast_models_doubt_are_decoded_again_by_the_careful_ones(
+    engine: WhisperEngine, sentences: list[np.ndarray]
+) -> None:
+    """``recheck``: with careful (f32) copies of the encoder and decoder, a doubted window gets
+    exactly the text f32 alone gives it, and an undoubted one the fast models' text."""
+    from ovbatch.ov import make_core
+    from ovbatch.tasks.transcribe.engine import DECODER, DETOKENIZER, ENCODER, EngineConfig
+    from ovbatch.tasks.transcribe.precision import compile_careful
+
+    core, version = make_core(), engine._keepalive
+    f32 = {"INFERENCE_PRECISION_HINT": "f32"}
+
+    def compiled(config: dict[str, str]) -> dict[str, object]:
+        return {
+            role: core.compile_model(version.read_model(core, role), "CPU", config)
+            for role in (ENCODER, DECODER, DETOKENIZER)
+        }
+
+    fast, careful = compiled({}), compile_careful(version, core, "CPU", f32)
+    files = sentences[:4]
+
+    def run(
+        models: dict[str, object], threshold: float, careful: dict[str, object] | None
+    ) -> tuple[list[str], EngineStats]:
+        checking = WhisperEngine.from_loaded(
+            version, models, EngineConfig(pack_max_s=0, recheck_logprob=threshold), careful
+        )
+        got = checking.transcribe_many(files, TranscribeOptions(language="en"))
+        return [t.text for t in got], checking.stats
+
+    alone_f32, _ = run(compiled(f32), -1.0, None)
+    alone_fast, _ = run(fast, -1.0, None)
+    every, stats = run(fast, float("inf"), careful)
+    assert stats.rechecked == len(files), f"every window is doubted at an infinite threshold: {stats}"
+    assert every == alone_f32, "a doubted window must get the careful (f32) models' own text"
+    none, stats = run(fast, float("-inf"), careful)
+    assert stats.rechecked == 0, f"no window is doubted below any log-probability: {stats}"
+    assert none == alone_fast, "an undoubted window keeps the fast models' text"
+    clear, stats = run(fast, EngineConfig().recheck_logprob, careful)
+    assert stats.rechecked < len(files), f"the default threshold doubted every clear sentence: {stats}"
+    for i, text in enumerate(clear):
+        assert similarity(text, SENTENCES[i]) > 0.4, f"file {i} got {text!r}"
