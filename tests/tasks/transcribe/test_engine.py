@@ -286,9 +286,13 @@ def test_two_minute_file_streamed_in_odd_blocks(engine: WhisperEngine, clips: di
     _check_timeline(got)
     assert len(got.segments) >= 20, f"only {len(got.segments)} segments for {len(_long_script())} sentences"
     assert got.segments[-1].end_s > got.duration_s - 10, f"the last segment ends at {got.segments[-1].end_s}"
+    import jiwer
+
     want = " ".join(s for s, _ in _long_script())
-    score = similarity(got.text, want)
-    assert score > 0.9, f"word similarity {score:.2f} to the script; got {got.text!r}"
+    # a word error rate, not difflib's ratio: the script says its 16 sentences twice, and difflib's
+    # longest-block matching once paired one half with the other and scored a 7.7 %-WER text 0.47
+    error = jiwer.wer(" ".join(words(want)), " ".join(words(got.text)))
+    assert error < 0.15, f"word error rate {error:.1%} against the script; got {got.text!r}"
     whole = engine.transcribe([audio], TranscribeOptions(language="en"))
     assert whole.text == got.text, "block sizes changed the transcript"
 
