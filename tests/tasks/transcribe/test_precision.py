@@ -45,3 +45,13 @@ def test_the_single_config_of_the_quantize_gate_measures_float_parents_in_f32() 
     assert whisper_config({}, "CPU", "auto", "f16") == F32
     assert whisper_config({"INFERENCE_PRECISION_HINT": "bf16"}, "CPU", "f32")["INFERENCE_PRECISION_HINT"] == "bf16"
     assert whisper_config({}, "GPU", "f32") == {}, "only the CPU plugin's bf16 default is overridden"
+
+
+def test_the_cpu_plugin_names_its_default_as_the_configs_expect() -> None:
+    """``device_default`` reads OpenVINO's Type (``bfloat16``) as the hint's own name (``bf16``): were
+    it anything else, "auto" would silently compile once in f32 on a bf16 CPU."""
+    from ovbatch.ov import make_core
+    from ovbatch.tasks.transcribe.precision import device_default
+
+    default = device_default(make_core(), "CPU")
+    assert default in ("bf16", "f32", "f16"), f"the CPU plugin's default precision read as {default!r}"
