@@ -14,10 +14,11 @@ better on 8; a flipped early token derails a whole clip, e.g. "produces twelve t
 No single part carries the loss: only f32 everywhere reaches f32's accuracy (the per-node markings
 were applied through the IR's ``DisablePrecisionConversion`` rt_info; FullyConnected nodes fused with
 their bias drop it, so the encoder's linear layers could not be kept in f32 alone). But the loss is
-not spread over the windows either: every clip bf16 got worse had a greedy text whose average
-log-probability was low (below -0.73; the clip bf16 derailed: -0.91), where most windows are far
-above. So ``recheck`` (what "auto" picks for float versions where the device's default is bf16)
-compiles the encoder and decoder twice, bf16 and f32: every window is decoded in bf16, and the
+not spread over the windows either: 7 of the 10 clips bf16 got worse, holding 24 of its 28 extra
+errors there, had a greedy text whose average log-probability was low (below -0.73; the clip bf16
+derailed: -0.91; the set's median -0.50; benchmarks/recheck_probe.py). So ``recheck`` (what
+"auto" picks for float versions where the device's default is bf16) compiles the encoder and
+decoder twice, bf16 and f32: every window is decoded in bf16, and the
 windows whose greedy text's average log-probability is below ``EngineConfig.recheck_logprob`` (or
 that would fall back to sampling) are encoded and decoded again in f32, which gives them exactly
 f32's text. On the 240 clips that redid 38 windows of 240 (16 %) and left the errors equal to
