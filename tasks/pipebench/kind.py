@@ -53,21 +53,14 @@ def _compiled_precision(compiled: Any) -> str:
 
 
 def load_speech(load: EngineLoad) -> Loaded:
-    from ovbatch.registry.loader import Timings, load_and_compile
+    from ovbatch.registry.loader import Timings
     from ovbatch.tasks.transcribe.engine import WhisperEngine
-    from ovbatch.tasks.transcribe.precision import compile_careful, device_default, whisper_configs
+    from ovbatch.tasks.transcribe.precision import load_whisper_models
 
-    precision = load.settings.whisper_precision if load.settings is not None else "auto"
-    default = device_default(load.core, load.device)
-    config, careful_config = whisper_configs(
-        load.config, load.device, precision, load.manifest.get("precision", ""), default
-    )
     timings = Timings()
     t0 = time.perf_counter()
-    version, compiled = load_and_compile(load.registry, load.ref, load.core, load.device, timings, config=config)
-    engine = WhisperEngine.from_loaded(
-        version, compiled, careful=compile_careful(version, load.core, load.device, careful_config)
-    )
+    version, compiled, careful = load_whisper_models(load, timings)  # as a transcription worker loads it
+    engine = WhisperEngine.from_loaded(version, compiled, careful=careful)
     load_s = time.perf_counter() - t0
     size = sum(int(b.nbytes) for b in version.buffers.values())
     name, caps = _device_info(load)

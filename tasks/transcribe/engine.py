@@ -20,6 +20,9 @@ window whose greedy text is improbable (average log-probability below ``recheck_
 would fall back to sampling is encoded and decoded again, from scratch, by the careful ones: bf16's
 lost words were a few low-confidence windows whose early tokens flipped, so f32's accuracy costs
 f32's time on those windows only (benchmarks/RESULTS.md, "bf16 first, f32 where it doubts").
+Doubted windows wait (their tracks hold still; other files take their rows) until a batch of them
+has gathered, nothing else is left to decode, or ``recheck_wait_steps`` fast steps have passed: a
+decoder call over one window costs about half of one over eight (benchmarks/decoder_rows.py).
 
 Word timestamps (``TranscribeOptions.word_timestamps``): after a batch of windows is decoded, one
 teacher-forced pass of the aligner (``alignment.py``, compiled on first use) over each window's
@@ -88,6 +91,9 @@ class EngineConfig:
     # are decoded again by them (set on the 240-clip accuracy set: about one window in six there,
     # fewer on clearer speech; benchmarks/RESULTS.md)
     recheck_logprob: float = -0.8
+    # doubted windows wait for a careful batch: until batch_size of them have gathered, nothing
+    # else is left to decode, or they have waited this many fast steps (bounds a file's delay)
+    recheck_wait_steps: int = 4
 
 
 def best_attempt(attempts: list[tuple[DecodeResult, str]], max_compression_ratio: float) -> DecodeResult:
@@ -265,9 +271,13 @@ class WhisperEngine:
         """
         rotation: deque[_File] = deque()
         active: list[_Track] = []
+        parked: list[_Track] = []  # windows the fast models doubted, waiting for a careful batch
+        resumed: list[_Track] = []  # tracks the careful models moved on, waiting for a row
+        waited = 0  # fast steps the parked windows have waited
         stopping = False
+        size = self.config.batch_size
         while True:
-            idle = not active and not rotation
+            idle = not active and not rotation and not parked and not resumed
             if idle and stopping:
                 return
             new = None if stopping else take(idle)
@@ -275,38 +285,59 @@ class WhisperEngine:
                 stopping = True
             for request in new or ():
                 rotation.append(self._open(request))
-            active = self._drop_stopped(active, rotation)
+            active, parked, resumed = self._drop_stopped(rotation, active, parked, resumed)
+            free = size - len(active)  # tracks already under way take free rows before new pieces
+            active, resumed = active + resumed[:free], resumed[free:]
             self._fill(active, rotation)
+            if parked and (not active or len(parked) >= size or waited >= self.config.recheck_wait_steps):
+                batch, parked, waited = parked[:size], parked[size:], 0
+                try:
+                    self._careful_step(batch)
+                except _StepAborted:  # as below: the stopped file leaves at the next drop
+                    parked = batch + parked
+                    continue
+                resumed += self._next_windows(batch)
+                continue
             if not active:
                 continue
             try:
-                self._step(active)
+                doubted = self._step(active)
             except _StepAborted:  # a file said stop mid-step: it leaves, the others redo this step
                 continue
-            still = []
-            for track in active:
-                if len(self._load(track)):
-                    still.append(track)
-                else:
-                    track.file.open_tracks -= 1
-                    self._finish_if_done(track.file)
-            active = still
+            waited += bool(parked)
+            parked += doubted
+            held = {id(t) for t in doubted}
+            active = self._next_windows([t for t in active if id(t) not in held])
+
+    def _next_windows(self, tracks: list[_Track]) -> list[_Track]:
+        """Tracks moved on to their next window; a track at the end of its piece leaves (and its
+        file ends when that was its last piece)."""
+        still = []
+        for track in tracks:
+            if len(self._load(track)):
+                still.append(track)
+            else:
+                track.file.open_tracks -= 1
+                self._finish_if_done(track.file)
+        return still
 
     # scheduling ---------------------------------------------------------------------------------
 
-    def _drop_stopped(self, active: list[_Track], rotation: deque[_File]) -> list[_Track]:
-        """Files whose ``go_on`` says stop leave now: no new piece, their open windows dropped."""
-        files = {id(t.file): t.file for t in active} | {id(f): f for f in rotation}
+    def _drop_stopped(self, rotation: deque[_File], *groups: list[_Track]) -> list[list[_Track]]:
+        """Files whose ``go_on`` says stop leave now: no new piece, their open windows dropped from
+        every group of tracks (being decoded, waiting for the careful models or for a row)."""
+        tracks = [t for group in groups for t in group]
+        files = {id(t.file): t.file for t in tracks} | {id(f): f for f in rotation}
         stopped = {key for key, file in files.items() if not file.finished and not file.go_on()}
         if not stopped:
-            return active
+            return list(groups)
         for key in stopped:
             file = files[key]
             file.exhausted, file.open_tracks = True, 0
             if file in rotation:
                 rotation.remove(file)
             self._finish_if_done(file)
-        return [t for t in active if id(t.file) not in stopped]
+        return [[t for t in group if id(t.file) not in stopped] for group in groups]
 
     def _open(self, request: StreamRequest) -> _File:
         c = self.config
@@ -451,12 +482,48 @@ class WhisperEngine:
         track.window = track.stream.window(track.seek * 160)
         return track.window
 
-    def _step(self, tracks: list[_Track]) -> None:
-        """One window of every active track: encode, decode (with fallback), segment, seek.
+    def _step(self, tracks: list[_Track]) -> list[_Track]:
+        """One window of every active track: encode, decode (with fallback), segment, seek. With
+        careful models, the tracks whose window the fast ones doubt (``_doubtful``) do not move:
+        they are returned, to be decoded again by ``_careful_step``.
 
         A step can take many seconds (8 windows, temperature fallback); its files' ``go_on`` is
         asked every ``STOP_CHECK_S`` while it runs, and a file that says stop aborts the step
         (``_StepAborted``) before any track has moved: the others redo it without that file."""
+        between = self._stop_checks(tracks)
+        hidden = self._encode([t.window for t in tracks])
+        between()
+        self._detect_languages(hidden, tracks)
+        prompts = self._prompts(tracks)
+        if self.careful_decoder is None:
+            self._conclude(hidden, tracks, self._fallbacks(self.decoder, hidden, tracks, prompts, between))
+            return []
+        rngs = [self._rng_for(t, 0.0) for t in tracks]
+        first = self.decoder.decode(hidden, prompts, [0.0] * len(tracks), rngs, between)
+        texts = self.detokenizer.decode_batch([r.tokens for r in first])
+        doubted = {
+            i for i, (r, text) in enumerate(zip(first, texts, strict=True)) if self._doubtful(tracks[i], r, text)
+        }
+        sure = [i for i in range(len(tracks)) if i not in doubted]
+        if sure:
+            self._conclude(hidden[sure], [tracks[i] for i in sure], [first[i] for i in sure])
+        self.stats.rechecked += len(doubted)
+        return [tracks[i] for i in sorted(doubted)]
+
+    def _careful_step(self, tracks: list[_Track]) -> None:
+        """The windows the fast models doubted, encoded and decoded again from greedy on (the whole
+        temperature fallback) by the careful models, as many per call as have gathered: a decoder
+        call over one window costs about half of one over eight (benchmarks/decoder_rows.py)."""
+        assert self.careful_decoder is not None
+        between = self._stop_checks(tracks)
+        hidden = self._encode([t.window for t in tracks], careful=True)
+        between()
+        results = self._fallbacks(self.careful_decoder, hidden, tracks, self._prompts(tracks), between)
+        self._conclude(hidden, tracks, results)
+
+    def _stop_checks(self, tracks: list[_Track]) -> Callable[[], None]:
+        """What a step calls between model calls: every ``STOP_CHECK_S`` it asks the step's files
+        whether to go on, and raises ``_StepAborted`` when one says stop."""
         files = list({id(t.file): t.file for t in tracks}.values())
         next_check = [time.monotonic() + STOP_CHECK_S]
 
@@ -467,10 +534,13 @@ class WhisperEngine:
                 if not all([f.go_on() for f in files]):
                     raise _StepAborted
 
-        hidden = self._encode([t.window for t in tracks])
-        between()
-        self._detect_languages(hidden, tracks)
-        results = self._decode_with_fallback(hidden, tracks, between)
+        return between
+
+    def _prompts(self, tracks: list[_Track]) -> list[list[int]]:
+        return [self.specials.prompt(str(t.file.language), t.file.options.task) for t in tracks]
+
+    def _conclude(self, hidden: np.ndarray, tracks: list[_Track], results: list[DecodeResult]) -> None:
+        """Decoded windows become segments (and timed words, aligned on ``hidden``); tracks seek on."""
         windows = [self._split(track, result) for track, result in zip(tracks, results, strict=True)]
         words = self._words(hidden, tracks, windows)
         for track, window, timed in zip(tracks, windows, words, strict=True):
@@ -504,32 +574,6 @@ class WhisperEngine:
         return hidden
 
     # decoding -----------------------------------------------------------------------------------
-
-    def _decode_with_fallback(
-        self, hidden: np.ndarray, tracks: list[_Track], between: Callable[[], None] = lambda: None
-    ) -> list[DecodeResult]:
-        """Each window's result (``_fallbacks``); with careful models, the windows the fast ones
-        doubt (``_doubtful``) are encoded and decoded again by the careful ones, from greedy on,
-        and their rows of ``hidden`` replaced (word timestamps align on what was decoded)."""
-        prompts = [self.specials.prompt(str(t.file.language), t.file.options.task) for t in tracks]
-        if self.careful_decoder is None:
-            return self._fallbacks(self.decoder, hidden, tracks, prompts, between)
-        rngs = [self._rng_for(t, 0.0) for t in tracks]
-        first = self.decoder.decode(hidden, prompts, [0.0] * len(tracks), rngs, between)
-        texts = self.detokenizer.decode_batch([r.tokens for r in first])
-        redo = [i for i, (r, text) in enumerate(zip(first, texts, strict=True)) if self._doubtful(tracks[i], r, text)]
-        if not redo:
-            return first
-        self.stats.rechecked += len(redo)
-        hidden[redo] = self._encode([tracks[i].window for i in redo], careful=True)
-        between()
-        again = self._fallbacks(
-            self.careful_decoder, hidden[redo], [tracks[i] for i in redo], [prompts[i] for i in redo], between
-        )
-        results = list(first)
-        for i, result in zip(redo, again, strict=True):
-            results[i] = result
-        return results
 
     def _doubtful(self, track: _Track, result: DecodeResult, text: str) -> bool:
         """A greedy window the careful models decode again: improbable text, or text that would

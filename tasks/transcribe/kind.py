@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from ovbatch.jobs import Unit
 from ovbatch.kinds import EngineLoad, JobKind, Loaded
-from ovbatch.registry.loader import load_and_compile
 from ovbatch.tasks.transcribe import job
 from ovbatch.tasks.transcribe.spec import TranscribeJob
 
@@ -15,14 +14,9 @@ def load_whisper(load: EngineLoad) -> Loaded:
     """Decrypt and compile a Whisper version; its batcher feeds concurrent jobs into one engine call."""
     from ovbatch.tasks.transcribe.batcher import Batcher
     from ovbatch.tasks.transcribe.engine import EngineConfig, WhisperEngine
-    from ovbatch.tasks.transcribe.precision import compile_careful, device_default, whisper_configs
+    from ovbatch.tasks.transcribe.precision import load_whisper_models
 
-    precision = load.settings.whisper_precision if load.settings is not None else "auto"
-    model_precision = load.manifest.get("precision", "")
-    default = device_default(load.core, load.device)
-    config, careful_config = whisper_configs(load.config, load.device, precision, model_precision, default)
-    version, compiled = load_and_compile(load.registry, load.ref, load.core, load.device, config=config)
-    careful = compile_careful(version, load.core, load.device, careful_config)  # f32 for doubtful windows
+    version, compiled, careful = load_whisper_models(load)  # careful: f32 copies for doubtful windows
     size = sum(int(b.nbytes) for b in version.buffers.values())
     pack_s = load.settings.whisper_pack_s if load.settings is not None else EngineConfig.pack_max_s
     engine = WhisperEngine.from_loaded(version, compiled, EngineConfig(pack_max_s=pack_s), careful)

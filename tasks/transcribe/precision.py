@@ -81,6 +81,21 @@ def whisper_configs(
     return dict(config), {**config, "INFERENCE_PRECISION_HINT": "f32"}
 
 
+def load_whisper_models(load: Any, timings: Any = None) -> tuple[Any, dict[str, Any], dict[str, Any] | None]:
+    """Decrypt and compile the Whisper version of ``load`` (an ``EngineLoad``) as this module's rules
+    say for the worker's precision setting, its manifest's weights and the device's default: the
+    decrypted version, its compiled models, and the careful (f32) encoder and decoder or None.
+    What transcription workers and pipeline benchmarks both load."""
+    from ovbatch.registry.loader import load_and_compile
+
+    precision = load.settings.whisper_precision if load.settings is not None else "auto"
+    model_precision = str(load.manifest.get("precision", ""))
+    default = device_default(load.core, load.device)
+    config, careful_config = whisper_configs(load.config, load.device, precision, model_precision, default)
+    version, compiled = load_and_compile(load.registry, load.ref, load.core, load.device, timings, config=config)
+    return version, compiled, compile_careful(version, load.core, load.device, careful_config)
+
+
 def compile_careful(version: Any, core: Any, device: str, config: dict[str, Any] | None) -> dict[str, Any] | None:
     """The version's encoder and decoder compiled again with ``config`` (from the decrypted buffers,
     in memory), or None without one."""

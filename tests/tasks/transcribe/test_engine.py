@@ -522,3 +522,65 @@ def test_windows_the_fast_models_doubt_are_decoded_again_by_the_careful_ones(
     assert stats.rechecked < len(files), f"the default threshold doubted every clear sentence: {stats}"
     for i, text in enumerate(clear):
         assert similarity(text, SENTENCES[i]) > 0.4, f"file {i} got {text!r}"
+
+
+@pytest.mark.slow
+@pytest.mark.real_model
+def test_doubted_windows_wait_to_share_a_careful_batch_and_a_file_stopped_while_waiting_leaves(
+    engine: WhisperEngine, sentences: list[np.ndarray]
+) -> None:
+    """Doubted windows are not decoded again step by step: they wait (at most ``recheck_wait_steps``
+    fast steps) until a batch of them has gathered or nothing else is left, as one careful call
+    over several windows costs far less than several over one. A file that stops while its window
+    waits leaves with nothing; the others finish. The doubt rule is fixed here (every even file)
+    so that the schedule is known; what is scheduled is the real models' work."""
+    from ovbatch.ov import make_core
+    from ovbatch.tasks.transcribe.engine import DECODER, DETOKENIZER, ENCODER, EngineConfig
+    from ovbatch.tasks.transcribe.precision import compile_careful
+
+    core, version = make_core(), engine._keepalive
+    fast = {role: core.compile_model(version.read_model(core, role), "CPU") for role in (ENCODER, DECODER, DETOKENIZER)}
+    careful = compile_careful(version, core, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    files = sentences[:6]
+
+    def run(wait: int, stops: int | None = None) -> tuple[dict[int, Transcript], list[list[int]], EngineStats]:
+        done: dict[int, Transcript] = {}
+        parked: set[int] = set()
+        checks = [lambda i=i: not (i == stops and i in parked) for i in range(len(files))]
+        which = {id(check): i for i, check in enumerate(checks)}
+        batches: list[list[int]] = []
+
+        class Scheduled(WhisperEngine):
+            def _doubtful(self, track, result, text):  # type: ignore[no-untyped-def]
+                i = which[id(track.file.go_on)]
+                if i % 2 == 0:
+                    parked.add(i)
+                return i % 2 == 0
+
+            def _careful_step(self, tracks):  # type: ignore[no-untyped-def]
+                batches.append(sorted(which[id(t.file.go_on)] for t in tracks))
+                super()._careful_step(tracks)
+
+        config = EngineConfig(pack_max_s=0, batch_size=2, recheck_wait_steps=wait)
+        scheduled = Scheduled.from_loaded(version, fast, config, careful)
+        options = TranscribeOptions(language="en")
+        handed = [
+            [StreamRequest([a], options, lambda t, i=i: done.__setitem__(i, t), checks[i]) for i, a in enumerate(files)]
+        ]
+        scheduled.serve(lambda idle: handed.pop() if handed else None)
+        return done, batches, scheduled.stats
+
+    done, batches, stats = run(wait=0)
+    assert batches == [[0], [2], [4]], f"without waiting each step's doubted window goes alone: {batches}"
+    assert stats.encoder_calls == 6, f"3 fast and 3 careful encoder calls expected: {stats}"
+    alone = {i: t.text for i, t in done.items()}
+    done, batches, stats = run(wait=10)
+    assert batches == [[0, 2], [4]], f"doubted windows of two steps should share a careful call: {batches}"
+    assert stats.encoder_calls == 5 and stats.rechecked == 3, f"3 fast and 2 careful encoder calls: {stats}"
+    assert {i: t.text for i, t in done.items()} == alone, "waiting must not change any text"
+    for i, text in alone.items():
+        assert similarity(text, SENTENCES[i]) > 0.4, f"file {i} got {text!r}"
+    done, batches, _ = run(wait=10, stops=2)
+    assert batches == [[0, 4]], f"file 2 stopped while waiting: only 0 and 4 are decoded again: {batches}"
+    assert sorted(done) == list(range(6)) and done[2].text == "", f"file 2 leaves with nothing: {done.get(2)}"
+    assert all(done[i].text == alone[i] for i in (0, 1, 3, 4, 5)), "the other files finish as before"
