@@ -121,8 +121,11 @@ def test_an_image_pipeline_run_reports_llm_bench_stage_timings(
     res = run["results"]
     assert run["status"] == "done" and res["images"] == 3, (res, run.get("failures"))
     assert (res["width"], res["height"]) == (64, 64)
-    for key in ("text_encoder_ms", "unet_first_step_ms", "unet_other_steps_avg_ms", "vae_decode_ms"):
+    for key in ("unet_first_step_ms", "unet_other_steps_avg_ms", "vae_decode_ms"):
         assert res[key] > 0, f"{key}: {res[key]}"
+    # genai times the text encoder in whole milliseconds (duration_cast<milliseconds>): this tiny
+    # model's can take under 1 ms on a fast CPU and read 0 (seen in CI); never negative or missing
+    assert res["text_encoder_ms"] >= 0, f"text_encoder_ms: {res['text_encoder_ms']}"
     assert res["seconds_per_image_min"] <= res["seconds_per_image"] <= res["seconds_per_image_max"], res
     item = run["items"][0]
     assert item["steps"] == 4, "an LCM row gets the family's 4 steps"
