@@ -40,6 +40,8 @@ from typing import Any
 
 import redis
 
+from ovbatch.process import die_with_parent
+
 REPO = Path(__file__).resolve().parents[1]
 OVBATCH = str(Path(sys.executable).with_name("ovbatch"))
 WORK = REPO / ".cache" / "fault-suite"
@@ -69,6 +71,7 @@ class RedisServer:
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--dir", str(self.folder),
              "--appendonly", "yes", "--appendfsync", self.fsync],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            preexec_fn=die_with_parent,
         )  # fmt: skip
         deadline = time.time() + 30
         while time.time() < deadline:
@@ -115,6 +118,7 @@ class Fleet:
         proc = subprocess.Popen(
             [OVBATCH, "worker", "--device", "CPU", "--name", f"w{self.started:02d}"],
             env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            preexec_fn=die_with_parent,
         )  # fmt: skip
         self.procs[proc.pid] = proc
         return proc

@@ -45,6 +45,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from benchmarks.imagegen_models import BenchRegistry, bench_registry, pipeline_folder
+from ovbatch.process import die_with_parent
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "benchmarks" / "out"
@@ -127,7 +128,9 @@ class Worker:
         cpus = ",".join(str(c) for c in sorted(os.sched_getaffinity(0))[:THREADS])
         log = open(self.work / "worker.log", "ab")  # noqa: SIM115
         cmd = [OVBATCH, "worker", "--device", "CPU", "--cpus", cpus]
-        self.proc = subprocess.Popen(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent
+        )
         client = redis.Redis.from_url(self.env["OVBATCH_BROKER_URL"])
         for _ in range(600):
             if any(

@@ -44,6 +44,7 @@ from typing import Any
 import soundfile as sf
 
 from benchmarks.speech import SENTENCES, error_units, make_clips, make_long_file, paired_wer_difference, wer
+from ovbatch.process import die_with_parent
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "benchmarks" / "out"
@@ -178,7 +179,11 @@ class Ovbatch:
         cpus = ",".join(str(c) for c in sorted(os.sched_getaffinity(0))[:THREADS])
         log = open(self.work / "worker.log", "ab")  # noqa: SIM115
         self.worker = subprocess.Popen(
-            [OVBATCH, "worker", "--device", "CPU", "--cpus", cpus], env=self.env, stdout=log, stderr=subprocess.STDOUT
+            [OVBATCH, "worker", "--device", "CPU", "--cpus", cpus],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=die_with_parent,
         )
         import redis
 

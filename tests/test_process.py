@@ -36,3 +36,37 @@ def test_a_crash_in_a_hardened_process_leaves_no_core_file(tmp_path: object) -> 
     done = subprocess.run([sys.executable, "-c", code], cwd=work, capture_output=True, timeout=60)
     assert done.returncode == -11, f"expected SIGSEGV, got {done.returncode}: {done.stderr[-500:]!r}"
     assert not [p for p in work.iterdir() if p.name.startswith("core")], list(work.iterdir())
+
+
+def test_a_child_started_with_die_with_parent_is_killed_when_its_parent_is() -> None:
+    """A harness killed mid-run (no cleanup) must not leave its worker running: the parent starts a
+    long sleeper with ``die_with_parent``, prints its pid and is SIGKILLed; the sleeper must go too."""
+    import os
+    import signal
+    import time
+    from pathlib import Path
+
+    code = (
+        "import subprocess, sys, time\n"
+        "from ovbatch.process import die_with_parent\n"
+        "child = subprocess.Popen(['sleep', '300'], preexec_fn=die_with_parent)\n"
+        "print(child.pid, flush=True)\n"
+        "time.sleep(300)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert parent.stdout is not None
+    child = int(parent.stdout.readline())
+    os.kill(child, 0)  # running
+    parent.send_signal(signal.SIGKILL)
+    parent.wait(timeout=30)
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        try:
+            state = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            return
+        if state == "Z":  # dead, not yet reaped by its new parent
+            return
+        time.sleep(0.1)
+    os.kill(child, signal.SIGKILL)
+    raise AssertionError(f"child {child} outlived its SIGKILLed parent by 10 s: die_with_parent did not take")

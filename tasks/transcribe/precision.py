@@ -21,8 +21,10 @@ derailed: -0.91; the set's median -0.50; benchmarks/recheck_probe.py). So ``rech
 decoder twice, bf16 and f32: every window is decoded in bf16, and the
 windows whose greedy text's average log-probability is below ``EngineConfig.recheck_logprob`` (or
 that would fall back to sampling) are encoded and decoded again in f32, which gives them exactly
-f32's text. On the 240 clips that redid 38 windows of 240 (16 %) and left the errors equal to
-f32's (benchmarks/RESULTS.md, "bf16 first, f32 where it doubts"). Where the device's default is
+f32's text. On the 240 clips that redid 38 windows of 240 (16 %) and left the errors at f32's
+(569; a rerun on another VM, after doubted windows began to wait for each other: 570, as a window's
+f32 text can follow its batch's composition; benchmarks/RESULTS.md, "bf16 first, f32 where it
+doubts"). Where the device's default is
 already f32 (no BF16), "auto" compiles once, in f32. Quantized versions (``ovbatch quantize``,
 manifest precision int8/int4) keep the plugin's default: the INT8-hybrid version made 584 errors
 in bf16 and 592 in f32, in 20.6 and 24.3 s; on an AMX Xeon, f32 for its float parts helped on one

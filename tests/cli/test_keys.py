@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from ovbatch.crypto.keyring import Keyring
+from ovbatch.process import die_with_parent
 from ovbatch.registry.loader import decrypt_version
 from ovbatch.registry.refs import ModelRef
 from ovbatch.registry.registry import Registry
@@ -229,6 +230,7 @@ def test_a_running_worker_serves_jobs_after_rotate_and_prune(home: Home, tiny: P
         env=home.env,
         stdout=log,
         stderr=subprocess.STDOUT,
+        preexec_fn=die_with_parent,
     )
     try:
         client = redis.Redis.from_url(redis_url)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from ovbatch.process import die_with_parent
 from tests.conftest import REPO, free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.real_model]
@@ -144,7 +145,11 @@ def test_cancel_then_retry_through_redis(env: dict[str, str], redis_url: str, tm
     bid = bid.split("batch ", 1)[1].split(":", 1)[0]
     run(env, "cancel", bid)
     worker = subprocess.Popen(
-        [OVBATCH, "worker", "--device", "CPU"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        [OVBATCH, "worker", "--device", "CPU"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        preexec_fn=die_with_parent,
     )
     try:
         deadline = time.time() + 180

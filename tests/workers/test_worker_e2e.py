@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import redis
 
+from ovbatch.process import die_with_parent
 from tests.conftest import REPO
 
 pytestmark = [pytest.mark.slow, pytest.mark.real_model]
@@ -50,7 +51,7 @@ class Workers:
     def start(self, device: str = "CPU", name: str = "w", kinds: str | None = None) -> subprocess.Popen[bytes]:
         log = open(self.tmp / f"worker-{name}-{len(self.procs)}.log", "wb")  # noqa: SIM115
         command = [OVBATCH, "worker", "--device", device, "--name", name, *(["--kinds", kinds] if kinds else [])]
-        proc = subprocess.Popen(command, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(command, env=self.env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
         self.procs.append(proc)
         client = redis.Redis.from_url(self.env["OVBATCH_BROKER_URL"])
         deadline = time.time() + 120
@@ -504,7 +505,9 @@ class OwnRedis:
             "--dir",
             str(self.folder),
         ]
-        self.proc = subprocess.Popen([*command, *durability], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [*command, *durability], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=die_with_parent
+        )
         deadline = time.time() + 20
         while time.time() < deadline:
             try:
