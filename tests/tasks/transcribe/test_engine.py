@@ -439,8 +439,15 @@ def test_a_silent_file_is_decoded_alone_and_costs_its_neighbours_no_second_decod
 @pytest.mark.slow
 @pytest.mark.real_model
 def test_a_packed_file_that_stops_leaves_alone_and_the_others_finish(
-    engine: WhisperEngine, sentences: list[np.ndarray]
+    engine: WhisperEngine, sentences: list[np.ndarray], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """File 1 says stop on its second ask, which must come while its pack is being decoded: a step
+    asks its files every ``STOP_CHECK_S``, and on a fast CPU the whole pack (4 sentences, one window)
+    decodes in under the default 0.5 s, so the file would finish with its text before being asked
+    again. Asked between every model call here, the stop lands mid-step on any CPU."""
+    from ovbatch.tasks.transcribe import engine as engine_module
+
+    monkeypatch.setattr(engine_module, "STOP_CHECK_S", 0.0)
     done: dict[int, Transcript] = {}
     asked = [0]
 
