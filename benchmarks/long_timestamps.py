@@ -10,11 +10,10 @@ greedy, 2 threads, in process (no worker, no queue). Rows:
   (batch 8; its default decodes without timestamps) with and without ``without_timestamps``, and the
   sequential ``WhisperModel.transcribe`` with timestamps (its default), without, and without
   conditioning on the previous window's text.
-* ovbatch's engine (the float version, bf16 and f32): as shipped (timestamp tokens decoded, a piece
-  whose last segment is open is decoded again from its last timestamp), and an experiment that is
-  not a product mode: each piece decoded whole after ``<|notimestamps|>``, timestamp tokens
-  suppressed (the prompt and the logit rules are replaced in this process only). Its segments would
-  then be whole pieces: shipping it would need the aligner to time sentences.
+* ovbatch's engine (the float version, bf16 and f32): the default (timestamp tokens decoded, a piece
+  whose last segment is open is decoded again from its last timestamp), and ``--no-timestamps``
+  (``TranscribeOptions(timestamps=False)``, the CLI's default when txt is the only format): each
+  piece decoded whole after ``<|notimestamps|>``, one segment per piece.
 
 Prints one line per row: word errors of 1448 reference words, WER, seconds, and for ovbatch the
 engine's windows, decoded tokens and decoder steps.
@@ -26,8 +25,6 @@ import os
 import time
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from benchmarks.speech import error_units, wer
 from benchmarks.transcribe_bench import CT2, REPO, THREADS, long_files
@@ -75,24 +72,8 @@ def ovbatch_rows(files: list[tuple[Path, str]], refs: list[str]) -> None:
     from ovbatch.registry.loader import decrypt_version
     from ovbatch.registry.refs import ModelRef
     from ovbatch.tasks.transcribe import audio
-    from ovbatch.tasks.transcribe import rules as rules_mod
-    from ovbatch.tasks.transcribe import tokens as tokens_mod
     from ovbatch.tasks.transcribe.engine import DECODER, DETOKENIZER, ENCODER, WhisperEngine
     from ovbatch.tasks.transcribe.types import TranscribeOptions
-
-    shipped_prompt, shipped_rules = tokens_mod.SpecialTokens.prompt, rules_mod.LogitRules.apply
-
-    def plain_prompt(self: Any, language: str, task: str) -> list[int]:
-        return [*shipped_prompt(self, language, task), self.no_timestamps]
-
-    def plain_rules(self: Any, logits: np.ndarray, history: Any) -> np.ndarray:
-        t = self.t
-        logits[:, self._suppress] = rules_mod.NEG_INF
-        first = np.flatnonzero(history.n_sampled == 0)
-        if first.size and self._begin_suppress.size:
-            logits[np.ix_(first, self._begin_suppress)] = rules_mod.NEG_INF
-        logits[:, t.no_timestamps :] = rules_mod.NEG_INF  # <|notimestamps|> and every timestamp
-        return logits
 
     audios = [audio.load(p, p.name) for p, _ in files]
     version = decrypt_version(whisper_registry(REPO / ".cache" / "bench-precision"), ModelRef.parse("whisper-base@1"))
@@ -104,17 +85,13 @@ def ovbatch_rows(files: list[tuple[Path, str]], refs: list[str]) -> None:
             for role in (ENCODER, DECODER)
         }
         compiled[DETOKENIZER] = core.compile_model(version.read_model(core, DETOKENIZER), "CPU")
-        for mode in ("timestamps (shipped)", "no timestamps (experiment)"):
-            plain = mode.startswith("no")
-            tokens_mod.SpecialTokens.prompt = plain_prompt if plain else shipped_prompt  # type: ignore[method-assign]
-            rules_mod.LogitRules.apply = plain_rules if plain else shipped_rules  # type: ignore[method-assign]
-            try:
-                engine = WhisperEngine.from_loaded(version, compiled)
-                t0 = time.perf_counter()
-                out = engine.transcribe_many(audios, TranscribeOptions(language="en"))
-                seconds = time.perf_counter() - t0
-            finally:
-                tokens_mod.SpecialTokens.prompt, rules_mod.LogitRules.apply = shipped_prompt, shipped_rules  # type: ignore[method-assign]
+        for mode in ("timestamps (default)", "--no-timestamps"):
+            engine = WhisperEngine.from_loaded(version, compiled)
+            t0 = time.perf_counter()
+            out = engine.transcribe_many(
+                audios, TranscribeOptions(language="en", timestamps=mode.endswith("(default)"))
+            )
+            seconds = time.perf_counter() - t0
             s = engine.stats
             segments = sum(len(t.segments) for t in out)
             extra = f"{s.windows} windows, {s.tokens} tokens, {s.steps} steps, {segments} segments"

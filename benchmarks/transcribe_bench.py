@@ -1,6 +1,7 @@
 """Transcription speed and accuracy, side by side in one run (issue 3).
 
-    .venv/bin/python -m benchmarks.transcribe_bench [--skip-torch] [--rss-jobs 200] [--int8] [--precisions f32,bf16]
+    .venv/bin/python -m benchmarks.transcribe_bench [--skip-torch] [--rss-jobs 200] [--int8] [--txt]
+                                                     [--precisions f32,bf16]
 
 Audio: the 36 espeak-ng sentences of benchmarks/speech.py (6 voices and speeds) and two long files
 (3+ minutes each). Real Whisper base from PyPI, greedy decoding (beam 1), 2 threads, English.
@@ -21,6 +22,9 @@ Compared:
                files again on a fresh worker per precision (OVBATCH_WHISPER_PRECISION=P; rows
                ``ovbatch[P]``): the default ``auto`` (bf16 first, f32 where it doubts, on a BF16 CPU)
                against ``f32`` and ``bf16`` end to end, in one run
+  --txt        the long files once more on the same warm worker with ``--format txt`` alone, which
+               the CLI decodes without timestamp tokens (each 30 s piece one segment), as
+               faster-whisper's batched pipeline does by default (row ``<version>-txt``)
   --batch-files N  the short clips once more on a fresh worker that runs N jobs at once
                (OVBATCH_WORKER_BATCH_FILES; the default is 8): more clips share each window
 Also: queue overhead (no-op job round trip), model cache hit vs cold acquire, worker RSS before and
@@ -60,6 +64,7 @@ def audio_seconds(paths: list[Path]) -> float:
 
 def long_files() -> list[tuple[Path, str]]:
     half = len(SENTENCES) // 2
+    SPEECH.mkdir(parents=True, exist_ok=True)
     a = make_long_file(SPEECH, "long-a.wav", SENTENCES * 2, "en-us")
     b = make_long_file(SPEECH, "long-b.wav", (SENTENCES[half:] + SENTENCES[:half]) * 2, "en-gb")
     return [a, b]
@@ -233,7 +238,7 @@ class Ovbatch:
             return None
         return "whisper-base@2"
 
-    def run(self, paths: list[Path], model: str = "whisper-base@1") -> list[str]:
+    def run(self, paths: list[Path], model: str = "whisper-base@1", formats: str = "txt,json") -> list[str]:
         self.runs += 1
         src, out = self.work / f"in-{self.runs}", self.work / f"out-{self.runs}"
         src.mkdir()
@@ -251,7 +256,7 @@ class Ovbatch:
                 "--out",
                 str(out),
                 "--format",
-                "txt,json",
+                formats,
                 "--wait",
             ],
             env=self.env,
@@ -317,6 +322,11 @@ def main() -> None:
         help="then the short clips again on a fresh worker with OVBATCH_WORKER_BATCH_FILES=N (the last version)",
     )
     parser.add_argument(
+        "--txt",
+        action="store_true",
+        help="then the long files again with --format txt alone (decoded without timestamps; the last version)",
+    )
+    parser.add_argument(
         "--precisions",
         default="",
         help="comma-separated OVBATCH_WHISPER_PRECISION values to run the float version with too (f32,bf16)",
@@ -364,6 +374,10 @@ def main() -> None:
             results["short"].append(measure(label, short, short_refs, ov.run, units["short"]))
             results["short"].append(measure(f"{label}-warm", short, short_refs, ov.run))
             results["long"].append(measure(label, long_paths, long_refs, ov.run, units["long"]))
+        if args.txt:  # txt alone: the CLI decodes long files' pieces without timestamp tokens
+            name, model = ("ovbatch-int8", int8) if int8 is not None else ("ovbatch", "whisper-base@1")
+            txt_run = lambda p: ov.run(p, model, "txt")  # noqa: E731
+            results["long"].append(measure(f"{name}-txt", long_paths, long_refs, txt_run, units["long"]))
         if args.precisions:
             ov.stop()
             ov.env.pop("OVBATCH_WHISPER_PRECISION")

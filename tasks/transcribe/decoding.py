@@ -4,6 +4,11 @@ The decoder (optimum-intel ``automatic-speech-recognition-with-past``, stateful)
 and cross-attention caches in its state: the first call takes the encoder output and the prompt,
 every later call one token per row. Rows stay in place for the whole call (the CPU plugin cannot
 drop rows of its cache), so a row that has finished is fed ``<|endoftext|>`` until all are done.
+Prompts may differ in length (a window decoded without timestamps has one more token,
+``<|notimestamps|>``): the first call takes the shortest length of every prompt, and a longer
+prompt's remaining tokens are fed to its row in the next steps while the other rows already
+sample, each row at its own positions as if its whole prompt had gone in first; the decoder's
+cost does not change (one call per step for the batch).
 """
 
 from __future__ import annotations
@@ -73,13 +78,19 @@ class WindowDecoder:
         rngs: list[np.random.Generator],
         between: Callable[[], None] = lambda: None,
     ) -> list[DecodeResult]:
-        """Decode each row of ``hidden`` (``(B, frames, d)``) from its prompt (all the same length);
-        ``between`` is called after every token step and may raise to abandon the decode."""
+        """Decode each row of ``hidden`` (``(B, frames, d)``) from its prompt; a prompt that ends in
+        ``<|notimestamps|>`` decodes text only. ``between`` is called after every token step and may
+        raise to abandon the decode."""
         n = hidden.shape[0]
         stats = self.stats
+        shared = min(len(p) for p in prompts)
+        # the prompt tokens each row is still fed after the first call (none where all are as long)
+        fed = np.full((n, max(len(p) for p in prompts) - shared), -1, dtype=np.int64)
+        for row, prompt in enumerate(prompts):
+            fed[row, : len(prompt) - shared] = prompt[shared:]
         self._request.reset_state()
         t0 = time.perf_counter()
-        first = self._infer(np.asarray(prompts, dtype=np.int64), hidden)
+        first = self._infer(np.asarray([p[:shared] for p in prompts], dtype=np.int64), hidden)
         stats.prefill_s += time.perf_counter() - t0
         stats.prefill_calls += 1
         stats.decodes += n
@@ -87,21 +98,27 @@ class WindowDecoder:
         logits = first[:, -1].copy()
         small = np.ascontiguousarray(hidden[:, :1])  # ignored after the first call: the cache holds it
         temps = np.asarray(temperatures, dtype=np.float32)
-        history = RowHistory(n)
+        history = RowHistory(n, plain=np.array([p[-1] == self.specials.no_timestamps for p in prompts]))
         tokens = np.zeros((n, self.sample_len), dtype=np.int64)
         sum_logprobs = np.zeros(n, dtype=np.float64)
         done = np.zeros(n, dtype=bool)
+        starts = np.array([len(p) - shared for p in prompts], dtype=np.int64)  # first sampled step per row
         lengths = np.full(n, self.sample_len, dtype=np.int64)
         for step in range(self.sample_len):
-            next_tokens, logprobs = self._choose(logits, history, temps, rngs)
-            stats.tokens += int(n - done.sum())
-            sum_logprobs += np.where(done, 0.0, logprobs)
+            feeding = step < starts
+            next_tokens, logprobs = self._choose(logits, history, np.where(feeding, 0.0, temps), rngs)
+            if feeding.any():  # a longer prompt's own token, not sampled: no probability, not counted
+                next_tokens = np.where(feeding, fed[:, min(step, fed.shape[1] - 1)], next_tokens)
+                logprobs = np.where(feeding, 0.0, logprobs)
+            sampling = ~done & ~feeding
+            stats.tokens += int(sampling.sum())
+            sum_logprobs += np.where(sampling, logprobs, 0.0)
             next_tokens = np.where(done, self.specials.eot, next_tokens)
             tokens[:, step] = next_tokens
-            finished = ~done & (next_tokens == self.specials.eot)
+            finished = sampling & (next_tokens == self.specials.eot)
             lengths[finished] = step
             done |= finished
-            history.push(next_tokens, self.specials.timestamp_begin)
+            history.push(next_tokens, self.specials.timestamp_begin, rows=~feeding)
             if done.all() or step == self.sample_len - 1:
                 break
             between()
@@ -110,7 +127,9 @@ class WindowDecoder:
             stats.step_s += time.perf_counter() - t0
             stats.steps += 1
         return [
-            DecodeResult(tokens[i, : lengths[i]].tolist(), float(sum_logprobs[i]), float(no_speech[i]), float(temps[i]))
+            DecodeResult(
+                tokens[i, starts[i] : lengths[i]].tolist(), float(sum_logprobs[i]), float(no_speech[i]), float(temps[i])
+            )
             for i in range(n)
         ]
 
@@ -122,7 +141,8 @@ class WindowDecoder:
     def _choose(
         self, logits: np.ndarray, history: RowHistory, temps: np.ndarray, rngs: list[np.random.Generator]
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Next token of each row (argmax at temperature 0, else sampled) and its log-probability."""
+        """Next token of each row (argmax at temperature 0, else sampled) and its log-probability;
+        a row's random draws are its own sampled steps' (rows fed their prompt draw nothing)."""
         logits = self.rules.apply(logits, history)
         logprobs = log_softmax(logits)
         choice = logits.argmax(axis=-1)

@@ -5,7 +5,10 @@ lockstep on the stateful decoder (several windows per decoder call), falls back 
 higher temperatures when a window's text is repetitive or improbable, drops windows that are
 silence, and turns timestamp tokens into segments. Long files are streamed: cut at quiet points
 into pieces of at most 30 s (each decoded with openai-whisper's seeking rules), so memory stays
-bounded by about ``batch_size`` windows plus one piece per open file, whatever the length.
+bounded by about ``batch_size`` windows plus one piece per open file, whatever the length. A file
+whose options say ``timestamps=False`` has each piece decoded whole as text after
+``<|notimestamps|>`` (one segment per piece, timed by its audible span), in the same decoder calls
+as windows with timestamps (``decoding.py`` takes prompts of both lengths).
 ``serve`` takes files as they arrive and gives each its transcript as soon as it is done, so a
 worker's batcher never holds a short file behind a long one. Short whole files whose language is
 given are packed several to a window (``packing.py``, ``EngineConfig.pack_max_s``): one encoder
@@ -49,10 +52,10 @@ from ovbatch.tasks.transcribe.alignment import Aligner, compile_aligner, default
 from ovbatch.tasks.transcribe.decoding import DecodeResult, WindowDecoder
 from ovbatch.tasks.transcribe.features import FeatureConfig, LogMel
 from ovbatch.tasks.transcribe.packing import Member, doubtful, pack_audio, quiet, split_segments
-from ovbatch.tasks.transcribe.segments import WindowResult, compression_ratio, split_window
+from ovbatch.tasks.transcribe.segments import RawSegment, WindowResult, compression_ratio, split_window
 from ovbatch.tasks.transcribe.stats import EngineStats
 from ovbatch.tasks.transcribe.streaming import AudioStream, level_range_db, pieces
-from ovbatch.tasks.transcribe.tokens import Detokenizer, SpecialTokens
+from ovbatch.tasks.transcribe.tokens import TIME_PRECISION_S, Detokenizer, SpecialTokens
 from ovbatch.tasks.transcribe.types import SAMPLE_RATE, Segment, TranscribeOptions, Transcript, Word
 from ovbatch.tasks.transcribe.words import (
     SegmentSpan,
@@ -537,7 +540,13 @@ class WhisperEngine:
         return between
 
     def _prompts(self, tracks: list[_Track]) -> list[list[int]]:
-        return [self.specials.prompt(str(t.file.language), t.file.options.task) for t in tracks]
+        return [self.specials.prompt(str(t.file.language), t.file.options.task, self._timed(t)) for t in tracks]
+
+    @staticmethod
+    def _timed(track: _Track) -> bool:
+        """Decoded with timestamp tokens: unless its file asked for none; a pack always is (its
+        members' segments are told apart by them)."""
+        return track.file.options.timestamps or bool(track.file.members)
 
     def _conclude(self, hidden: np.ndarray, tracks: list[_Track], results: list[DecodeResult]) -> None:
         """Decoded windows become segments (and timed words, aligned on ``hidden``); tracks seek on."""
@@ -637,6 +646,10 @@ class WhisperEngine:
         """The window's segments, or None for silence (skipped whole)."""
         if self._is_silence(track.window, result) or not result.tokens:
             return None
+        if not self._timed(track):  # plain text: one segment over the window's audible span
+            audible = np.flatnonzero(audible_frames(track.window)) * TIME_PRECISION_S
+            start, end = (audible[0], audible[-1] + TIME_PRECISION_S) if audible.size else (0, track.frames * 0.01)
+            return WindowResult([RawSegment(track.offset_s + start, track.offset_s + end, result.tokens)], track.frames)
         return split_window(result.tokens, self.specials.timestamp_begin, track.offset_s, track.frames)
 
     def _advance(self, track: _Track, window: WindowResult | None, words: list[tuple[Word, ...]] | None) -> None:

@@ -3,7 +3,8 @@
 ``suppress_tokens`` at every step, ``begin_suppress_tokens`` at the first sampled step, and the
 timestamp rules: timestamps come in pairs, never decrease, the first token is a timestamp no later
 than ``max_initial_timestamp_index``, and a timestamp is forced when the timestamp tokens together
-are more probable than any single text token.
+are more probable than any single text token. A *plain* row (its prompt ends in ``<|notimestamps|>``)
+gets no timestamp token at all, as openai-whisper's ``without_timestamps``.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class RowHistory:
     """What the timestamp rules need to know of each row's sampled tokens, kept incrementally."""
 
     size: int
+    plain: np.ndarray | None = None  # per row: decoded without timestamps (default: none is)
     n_sampled: np.ndarray = field(init=False)
     last_ts: np.ndarray = field(init=False)  # the last sampled token was a timestamp
     penult_ts: np.ndarray = field(init=False)  # the one before it was too (or there is none)
@@ -39,13 +41,17 @@ class RowHistory:
         self.last_ts = np.zeros(self.size, dtype=bool)
         self.penult_ts = np.ones(self.size, dtype=bool)
         self.max_ts = np.full(self.size, -1, dtype=np.int64)
+        self.plain = np.zeros(self.size, dtype=bool) if self.plain is None else np.asarray(self.plain, dtype=bool)
 
-    def push(self, tokens: np.ndarray, timestamp_begin: int) -> None:
+    def push(self, tokens: np.ndarray, timestamp_begin: int, rows: np.ndarray | None = None) -> None:
+        """The tokens just sampled; ``rows`` (a mask): only those rows sampled (the others were fed
+        a token of their prompt, which the rules do not count)."""
+        take = np.ones(self.size, dtype=bool) if rows is None else rows
         is_ts = tokens >= timestamp_begin
-        self.penult_ts = np.where(self.n_sampled == 0, True, self.last_ts)
-        self.last_ts = is_ts
-        self.max_ts = np.where(is_ts, np.maximum(self.max_ts, tokens), self.max_ts)
-        self.n_sampled += 1
+        self.penult_ts = np.where(take, np.where(self.n_sampled == 0, True, self.last_ts), self.penult_ts)
+        self.last_ts = np.where(take, is_ts, self.last_ts)
+        self.max_ts = np.where(take & is_ts, np.maximum(self.max_ts, tokens), self.max_ts)
+        self.n_sampled += take
 
 
 class LogitRules:
@@ -62,9 +68,12 @@ class LogitRules:
         t = self.t
         logits[:, self._suppress] = NEG_INF
         logits[:, t.no_timestamps] = NEG_INF
+        plain = history.plain
+        assert plain is not None
         first = history.n_sampled == 0
         if first.any():
-            self._first_step(logits, first)
+            self._first_step(logits, first, plain)
+        logits[plain, t.timestamp_begin :] = NEG_INF
         after_pair = history.last_ts & history.penult_ts & ~first
         logits[after_pair, t.timestamp_begin :] = NEG_INF  # a pair is closed: text (or eot) next
         after_single = history.last_ts & ~history.penult_ts
@@ -73,11 +82,12 @@ class LogitRules:
         self._prefer_timestamps(logits)
         return logits
 
-    def _first_step(self, logits: np.ndarray, rows: np.ndarray) -> None:
+    def _first_step(self, logits: np.ndarray, rows: np.ndarray, plain: np.ndarray) -> None:
         t = self.t
         idx = np.flatnonzero(rows)
         if self._begin_suppress.size:
             logits[np.ix_(idx, self._begin_suppress)] = NEG_INF
+        idx = np.flatnonzero(rows & ~plain)
         logits[idx, : t.timestamp_begin] = NEG_INF  # the first token is a timestamp
         last_allowed = t.timestamp_begin + t.max_initial_timestamp_index
         logits[idx, last_allowed + 1 :] = NEG_INF
@@ -99,4 +109,4 @@ class LogitRules:
         with np.errstate(invalid="ignore", divide="ignore"):
             ts_logprob = top + np.log(np.exp(ts - top[:, None]).sum(axis=-1))
         text_max = logprobs[:, :tb].max(axis=-1)
-        logits[ts_logprob > text_max, :tb] = NEG_INF
+        logits[ts_logprob > text_max, :tb] = NEG_INF  # never on a plain row: its timestamps are -inf

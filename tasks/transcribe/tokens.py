@@ -67,14 +67,16 @@ class SpecialTokens:
             raise InputError(f"language {language!r} is not one this Whisper model knows ({len(self.languages)} codes)")
         return self.languages[language]
 
-    def prompt(self, language: str, task: str) -> list[int]:
-        """The start of every window: ``<|startoftranscript|><|xx|><|task|>`` (timestamps on)."""
+    def prompt(self, language: str, task: str, timestamps: bool = True) -> list[int]:
+        """The start of every window: ``<|startoftranscript|><|xx|><|task|>``, then
+        ``<|notimestamps|>`` where the window is decoded without timestamp tokens."""
         task_id = {"transcribe": self.transcribe, "translate": self.translate}.get(task)
         if task_id is None:
             raise InputError(f"task must be 'transcribe' or 'translate', not {task!r}")
+        plain = [] if timestamps else [self.no_timestamps]
         if not self.languages:  # an English-only model has neither language nor task tokens
-            return [self.sot]
-        return [self.sot, self.language_id(language), task_id]
+            return [self.sot, *plain]
+        return [self.sot, self.language_id(language), task_id, *plain]
 
 
 class Detokenizer:

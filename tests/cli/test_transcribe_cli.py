@@ -68,6 +68,22 @@ def test_word_timestamps_reach_the_json_output(env: dict[str, str], tmp_path: Pa
     assert (out / "quilter.srt").read_text().startswith("1\n00:00:00,000 --> ")
 
 
+def test_no_timestamps_gives_one_segment_per_piece_and_refuses_word_timestamps(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    args = [str(EXAMPLES / "quilter.wav"), "--model", "whisper-base", "--out", str(out), "--local"]
+    run(env, "transcribe", *args, "--format", "json,srt", "--no-timestamps")
+    doc = json.loads((out / "quilter.json").read_text())
+    assert len(doc["segments"]) == 1, doc["segments"]
+    seg = doc["segments"][0]
+    assert "Quilter is the apostle of the middle classes" in seg["text"], seg
+    assert 0.0 <= seg["start_s"] < 0.5 and seg["end_s"] > 4.0, f"the segment should span the speech: {seg}"
+    assert (out / "quilter.srt").read_text().startswith("1\n00:00:00,"), "srt has its one cue"
+    refused = run(env, "transcribe", *args, "--format", "json", "--no-timestamps", "--word-timestamps", rc=2)
+    assert "--word-timestamps needs segment timestamps" in refused.stderr, refused.stderr
+
+
 def test_a_second_batch_with_other_options_never_overwrites_outputs_silently(
     env: dict[str, str], tmp_path: Path
 ) -> None:

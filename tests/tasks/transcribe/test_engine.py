@@ -45,6 +45,7 @@ def specials() -> SpecialTokens:
 def test_special_tokens_and_prompt(specials: SpecialTokens) -> None:
     assert (specials.timestamp_begin, specials.no_speech, specials.eot) == (TB, 50362, 50257)
     assert specials.prompt("de", "translate") == [50258, 50261, 50358]
+    assert specials.prompt("en", "transcribe", timestamps=False) == [50258, 50259, 50359, 50363]
     assert {50258, 50359, 50358, 50362, 1, 2} <= set(specials.all_suppressed())
 
 
@@ -82,6 +83,32 @@ def test_timestamps_are_forced_when_more_probable_than_any_text(specials: Specia
     logits[0, TB:] = 3.0  # 1500 timestamp tokens at e^3 each outweigh any one text token
     row = LogitRules(specials, VOCAB).apply(logits, history)[0]
     assert np.isinf(row[:TB]).all()
+
+
+def test_a_plain_row_gets_text_only_and_its_first_text_step_is_begin_suppressed(specials: SpecialTokens) -> None:
+    history = RowHistory(2, plain=np.array([True, False]))
+    logits = np.zeros((2, VOCAB), dtype=np.float32)
+    logits[:, 500] = 5.0
+    first = LogitRules(specials, VOCAB).apply(logits, history)
+    assert np.isinf(first[0, specials.no_timestamps :]).all(), "a plain row's first token must not be a timestamp"
+    assert np.isinf(first[0, [220, specials.eot, 1, 2]]).all(), "begin_suppress (space, eot) and suppress"
+    assert np.isfinite(first[0, 500]), "text is allowed first on a plain row"
+    assert np.flatnonzero(np.isfinite(first[1])).min() == TB, "the timestamped row still opens on a timestamp"
+    history.push(np.array([500, TB]), TB)
+    history.push(np.array([600, 500]), TB)
+    logits = np.zeros((2, VOCAB), dtype=np.float32)
+    logits[:, TB:] = 3.0  # timestamps more probable than text: forced on a timestamped row, never on a plain one
+    later = LogitRules(specials, VOCAB).apply(logits, history)
+    assert np.isinf(later[0, specials.no_timestamps :]).all(), "a plain row must never get a timestamp"
+    assert np.isfinite(later[0, 220]) and np.isfinite(later[0, specials.eot]), "space and eot come back after step 1"
+    assert np.isinf(later[1, :TB]).all(), "the timestamped row keeps its rules beside a plain one"
+
+
+def test_history_counts_only_the_rows_that_sampled() -> None:
+    history = RowHistory(2)
+    history.push(np.array([50363, TB + 3]), TB, rows=np.array([False, True]))  # row 0 was fed its prompt
+    assert history.n_sampled.tolist() == [0, 1] and history.max_ts.tolist() == [-1, TB + 3]
+    assert history.last_ts.tolist() == [False, True]
 
 
 # --- windows -> segments --------------------------------------------------------------------------
@@ -295,6 +322,75 @@ def test_two_minute_file_streamed_in_odd_blocks(engine: WhisperEngine, clips: di
     assert error < 0.15, f"word error rate {error:.1%} against the script; got {got.text!r}"
     whole = engine.transcribe([audio], TranscribeOptions(language="en"))
     assert whole.text == got.text, "block sizes changed the transcript"
+
+
+@pytest.mark.slow
+@pytest.mark.real_model
+def test_a_long_file_without_timestamps_is_one_segment_per_piece_in_fewer_steps(
+    engine: WhisperEngine, clips: dict[str, np.ndarray]
+) -> None:
+    import jiwer
+
+    audio = clips["long"]
+    before = engine.stats.copy()
+    timed = engine.transcribe([audio], TranscribeOptions(language="en"))
+    with_ts = engine.stats.since(before)
+    before = engine.stats.copy()
+    blocks = _blocks(audio, itertools.cycle([4321, 16000]))
+    plain = engine.transcribe(blocks, TranscribeOptions(language="en", timestamps=False))
+    without = engine.stats.since(before)
+    _check_timeline(plain)
+    cuts = list(pieces(iter([audio]), 30 * 16000, 20 * 16000))
+    assert len(plain.segments) == len(cuts), f"{len(plain.segments)} segments for {len(cuts)} pieces"
+    for seg, (offset, piece) in zip(plain.segments, cuts, strict=True):
+        start, end = offset / 16000, (offset + len(piece)) / 16000
+        assert start <= seg.start_s < seg.end_s <= end + 0.02, f"segment {seg} outside its piece {start}-{end} s"
+        assert seg.end_s - seg.start_s > 0.5 * (end - start), f"segment {seg} covers little of its piece"
+    want = " ".join(words(" ".join(s for s, _ in _long_script())))
+    error = jiwer.wer(want, " ".join(words(plain.text)))
+    assert error < 0.15, f"word error rate {error:.1%} without timestamps; got {plain.text!r}"
+    assert without.windows == len(cuts), f"each piece is decoded whole, once: {without}"
+    assert without.steps < with_ts.steps, f"no fewer decoder steps without timestamps: {without} vs {with_ts}"
+    assert without.tokens < with_ts.tokens, f"no fewer tokens without timestamps: {without} vs {with_ts}"
+    assert len(timed.segments) > len(plain.segments)
+
+
+@pytest.mark.slow
+@pytest.mark.real_model
+def test_rows_with_and_without_timestamps_share_a_decoder_call(
+    engine: WhisperEngine, clips: dict[str, np.ndarray], sentences: list[np.ndarray]
+) -> None:
+    """The decoder takes prompts of both lengths in one call: each row decodes as it would alone."""
+    hidden = engine._encode([clips["quilter"], sentences[0]])
+    timed, plain = engine.specials.prompt("en", "transcribe"), engine.specials.prompt("en", "transcribe", False)
+    rng = [np.random.default_rng(0)] * 2
+    alone = [engine.decoder.decode(hidden[[i]], [p], [0.0], rng[:1])[0] for i, p in ((0, plain), (1, timed))]
+    mixed = engine.decoder.decode(hidden, [plain, timed], [0.0, 0.0], rng)
+    assert [r.tokens for r in mixed] == [r.tokens for r in alone], "a row decodes otherwise beside the other kind"
+    assert max(mixed[0].tokens) < engine.specials.eot, "the plain row got a special or timestamp token"
+    assert mixed[1].tokens[0] >= engine.specials.timestamp_begin, "the timestamped row opens on a timestamp"
+    text = engine.detokenizer.decode(mixed[0].tokens)
+    assert text.strip() == "Mr. Quilter is the apostle of the middle classes, and we are glad to welcome his gospel."
+    assert mixed[0].avg_logprob == pytest.approx(alone[0].avg_logprob, abs=0.05)
+
+    import jiwer
+
+    done: dict[int, Transcript] = {}  # and through serve: a plain long file beside a pack of short ones
+
+    def keep(i: int) -> Callable[[Transcript], None]:
+        return lambda transcript: done.__setitem__(i, transcript)
+
+    files = [(clips["long"], TranscribeOptions(language="en", timestamps=False))]
+    files += [(a, TranscribeOptions(language="en")) for a in sentences[:3]]
+    handed = [[StreamRequest([a], options, keep(i)) for i, (a, options) in enumerate(files)]]
+    before = engine.stats.copy()
+    engine.serve(lambda idle: handed.pop() if handed else None)
+    assert engine.stats.since(before).windows <= 6, "the three short files were not packed beside the long one"
+    error = jiwer.wer(" ".join(words(" ".join(s for s, _ in _long_script()))), " ".join(words(done[0].text)))
+    assert len(done[0].segments) >= 4 and error < 0.15, f"the plain long file: {error:.1%}, {done[0].text!r}"
+    for i in (1, 2, 3):
+        assert similarity(done[i].text, SENTENCES[i - 1]) > 0.5, f"packed file {i} got {done[i].text!r}"
+        assert len(done[i].segments) == 1 and done[i].segments[0].end_s > 1.0, f"file {i}: {done[i].segments}"
 
 
 @pytest.mark.slow
