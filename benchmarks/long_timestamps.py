@@ -1,7 +1,7 @@
 """Why faster-whisper's batched pipeline is more accurate on the long files: its chunks, or its
 decoding without timestamp tokens? And what decoding ovbatch's pieces without them would give.
 
-    .venv/bin/python -m benchmarks.long_timestamps          # about 4 minutes on 2 cores
+    .venv/bin/python -m benchmarks.long_timestamps [--ovbatch-only]     # about 5 minutes on 2 cores
 
 The two long files of ``benchmarks.transcribe_bench`` (702 s, espeak-ng, two voices), English,
 greedy, 2 threads, in process (no worker, no queue). Rows:
@@ -10,7 +10,8 @@ greedy, 2 threads, in process (no worker, no queue). Rows:
   (batch 8; its default decodes without timestamps) with and without ``without_timestamps``, and the
   sequential ``WhisperModel.transcribe`` with timestamps (its default), without, and without
   conditioning on the previous window's text.
-* ovbatch's engine (the float version, bf16 and f32): the default (timestamp tokens decoded, a piece
+* ovbatch's engine (the float version: bf16, recheck (bf16, then f32 for the windows it doubts: the
+  default for float versions on a BF16 CPU) and f32): the default (timestamp tokens decoded, a piece
   whose last segment is open is decoded again from its last timestamp), and ``--no-timestamps``
   (``TranscribeOptions(timestamps=False)``, the CLI's default when txt is the only format): each
   piece decoded whole after ``<|notimestamps|>``, one segment per piece.
@@ -21,6 +22,7 @@ engine's windows, decoded tokens and decoder steps.
 
 from __future__ import annotations
 
+import argparse
 import os
 import time
 from pathlib import Path
@@ -73,20 +75,22 @@ def ovbatch_rows(files: list[tuple[Path, str]], refs: list[str]) -> None:
     from ovbatch.registry.refs import ModelRef
     from ovbatch.tasks.transcribe import audio
     from ovbatch.tasks.transcribe.engine import DECODER, DETOKENIZER, ENCODER, WhisperEngine
+    from ovbatch.tasks.transcribe.precision import compile_careful
     from ovbatch.tasks.transcribe.types import TranscribeOptions
 
     audios = [audio.load(p, p.name) for p, _ in files]
     version = decrypt_version(whisper_registry(REPO / ".cache" / "bench-precision"), ModelRef.parse("whisper-base@1"))
     core = make_core()
     threads = {"INFERENCE_NUM_THREADS": len(os.sched_getaffinity(0))}
-    for precision, hint in (("bf16", {}), ("f32", F32)):
+    for precision, hint in (("bf16", {}), ("recheck", {}), ("f32", F32)):
         compiled = {
             role: core.compile_model(version.read_model(core, role), "CPU", {**threads, **hint})
             for role in (ENCODER, DECODER)
         }
         compiled[DETOKENIZER] = core.compile_model(version.read_model(core, DETOKENIZER), "CPU")
+        careful = compile_careful(version, core, "CPU", {**threads, **F32}) if precision == "recheck" else None
         for mode in ("timestamps (default)", "--no-timestamps"):
-            engine = WhisperEngine.from_loaded(version, compiled)
+            engine = WhisperEngine.from_loaded(version, compiled, careful=careful)
             t0 = time.perf_counter()
             out = engine.transcribe_many(
                 audios, TranscribeOptions(language="en", timestamps=mode.endswith("(default)"))
@@ -95,14 +99,19 @@ def ovbatch_rows(files: list[tuple[Path, str]], refs: list[str]) -> None:
             s = engine.stats
             segments = sum(len(t.segments) for t in out)
             extra = f"{s.windows} windows, {s.tokens} tokens, {s.steps} steps, {segments} segments"
+            extra += f", {s.rechecked} windows decoded again in f32" if careful else ""
             _row(f"ovbatch {precision}, {mode}", refs, [t.text for t in out], seconds, extra)
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ovbatch-only", action="store_true", help="skip the faster-whisper rows")
+    args = parser.parse_args()
     files = long_files()
     refs = [r for _, r in files]
     print("| engine | errors / 1448 | WER % | s | ovbatch's work |\n| --- | --- | --- | --- | --- |", flush=True)
-    faster_whisper_rows(files, refs)
+    if not args.ovbatch_only:
+        faster_whisper_rows(files, refs)
     ovbatch_rows(files, refs)
 
 

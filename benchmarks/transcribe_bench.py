@@ -1,6 +1,6 @@
 """Transcription speed and accuracy, side by side in one run (issue 3).
 
-    .venv/bin/python -m benchmarks.transcribe_bench [--skip-torch] [--rss-jobs 200] [--int8] [--txt]
+    .venv/bin/python -m benchmarks.transcribe_bench [--skip-torch] [--rss-jobs 200] [--int8] [--txt N]
                                                      [--precisions f32,bf16]
 
 Audio: the 36 espeak-ng sentences of benchmarks/speech.py (6 voices and speeds) and two long files
@@ -22,9 +22,10 @@ Compared:
                files again on a fresh worker per precision (OVBATCH_WHISPER_PRECISION=P; rows
                ``ovbatch[P]``): the default ``auto`` (bf16 first, f32 where it doubts, on a BF16 CPU)
                against ``f32`` and ``bf16`` end to end, in one run
-  --txt        the long files once more on the same warm worker with ``--format txt`` alone, which
-               the CLI decodes without timestamp tokens (each 30 s piece one segment), as
-               faster-whisper's batched pipeline does by default (row ``<version>-txt``)
+  --txt N      N more rounds of the long files on the same warm worker, each with ``--format
+               txt,json`` (timestamps) and ``--format txt`` alone, which the CLI decodes without
+               timestamp tokens (each 30 s piece one segment), as faster-whisper's batched pipeline
+               does by default; the order alternates between rounds (rows ``<version>-warm-txt-i``)
   --batch-files N  the short clips once more on a fresh worker that runs N jobs at once
                (OVBATCH_WORKER_BATCH_FILES; the default is 8): more clips share each window
 Also: queue overhead (no-op job round trip), model cache hit vs cold acquire, worker RSS before and
@@ -204,8 +205,9 @@ class Ovbatch:
             self.worker.terminate()
             self.worker.wait(timeout=60)
 
-    def quantize_int8(self) -> str | None:
-        """``ovbatch quantize whisper-base@1 --recipe int8-hybrid`` in process (--local): the new version."""
+    def quantize_int8(self, params: list[str] = []) -> str | None:  # noqa: B006 (never mutated)
+        """``ovbatch quantize whisper-base@1 --recipe int8-hybrid [--param K=V]...`` in process
+        (--local): the new version."""
         from benchmarks.speech import make_accuracy_set, reference_set
 
         clips = REPO / ".cache" / "speech-accuracy"
@@ -227,7 +229,8 @@ class Ovbatch:
         t0 = time.perf_counter()
         done = subprocess.run(
             [OVBATCH, "quantize", "whisper-base@1", "--recipe", "int8-hybrid", "--language", "en"]
-            + ["--calibration", str(self.work / "calib"), "--eval", str(self.work / "eval"), "--local"],
+            + ["--calibration", str(self.work / "calib"), "--eval", str(self.work / "eval"), "--local"]
+            + [arg for param in params for arg in ("--param", param)],
             env=self.env,
             capture_output=True,
             text=True,
@@ -316,6 +319,12 @@ def main() -> None:
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/14")
     parser.add_argument("--int8", action="store_true", help="also run the int8-hybrid version (quantized first)")
     parser.add_argument(
+        "--int8-param",
+        action="append",
+        default=[],
+        help="K=V passed to the int8-hybrid recipe as --param (repeatable), e.g. keep_float=stem,layer0,layer1,layer2",
+    )
+    parser.add_argument(
         "--batch-files",
         type=int,
         default=0,
@@ -323,8 +332,9 @@ def main() -> None:
     )
     parser.add_argument(
         "--txt",
-        action="store_true",
-        help="then the long files again with --format txt alone (decoded without timestamps; the last version)",
+        type=int,
+        default=0,
+        help="then N times the long files again, with --format txt,json and txt alone (the last version)",
     )
     parser.add_argument(
         "--precisions",
@@ -347,7 +357,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="ovbatch-bench-"))
     ov = Ovbatch(work, args.redis_url)
     try:
-        int8 = ov.quantize_int8() if args.int8 else None
+        int8 = ov.quantize_int8(args.int8_param) if args.int8 else None
         ov.start_worker()
         engines: list[tuple[str, Any, bool]] = [("ovbatch", ov.run, True)]
         if int8 is not None:
@@ -374,10 +384,12 @@ def main() -> None:
             results["short"].append(measure(label, short, short_refs, ov.run, units["short"]))
             results["short"].append(measure(f"{label}-warm", short, short_refs, ov.run))
             results["long"].append(measure(label, long_paths, long_refs, ov.run, units["long"]))
-        if args.txt:  # txt alone: the CLI decodes long files' pieces without timestamp tokens
-            name, model = ("ovbatch-int8", int8) if int8 is not None else ("ovbatch", "whisper-base@1")
-            txt_run = lambda p: ov.run(p, model, "txt")  # noqa: E731
-            results["long"].append(measure(f"{name}-txt", long_paths, long_refs, txt_run, units["long"]))
+        name, model = ("ovbatch-int8", int8) if int8 is not None else ("ovbatch", "whisper-base@1")
+        for i in range(args.txt):  # txt alone: the CLI decodes long files' pieces without timestamp tokens
+            both = {"timestamps": "txt,json", "txt": "txt"}
+            for label, formats in both.items() if i % 2 == 0 else reversed(both.items()):
+                runner = lambda p, f=formats: ov.run(p, model, f)  # noqa: E731
+                results["long"].append(measure(f"{name}-warm-{label}-{i + 1}", long_paths, long_refs, runner))
         if args.precisions:
             ov.stop()
             ov.env.pop("OVBATCH_WHISPER_PRECISION")
