@@ -296,6 +296,15 @@ def test_translate_gives_english_text(engine: WhisperEngine, clips: dict[str, np
     assert len(english & set(words(got.text))) >= 2, f"translation has no English in it: {got.text!r}"
 
 
+def _script_wer(text: str) -> float:
+    """Word error rate of ``text`` against the long clip's script. A word error rate, not difflib's
+    ratio: the script says its 16 sentences twice, and difflib's longest-block matching once paired
+    one half with the other and scored a 7.7 %-WER text 0.47."""
+    import jiwer
+
+    return float(jiwer.wer(" ".join(words(" ".join(s for s, _ in _long_script()))), " ".join(words(text))))
+
+
 def _check_timeline(got: Transcript) -> None:
     starts = [s.start_s for s in got.segments]
     assert starts == sorted(starts), f"segment starts go back: {starts}"
@@ -313,12 +322,7 @@ def test_two_minute_file_streamed_in_odd_blocks(engine: WhisperEngine, clips: di
     _check_timeline(got)
     assert len(got.segments) >= 20, f"only {len(got.segments)} segments for {len(_long_script())} sentences"
     assert got.segments[-1].end_s > got.duration_s - 10, f"the last segment ends at {got.segments[-1].end_s}"
-    import jiwer
-
-    want = " ".join(s for s, _ in _long_script())
-    # a word error rate, not difflib's ratio: the script says its 16 sentences twice, and difflib's
-    # longest-block matching once paired one half with the other and scored a 7.7 %-WER text 0.47
-    error = jiwer.wer(" ".join(words(want)), " ".join(words(got.text)))
+    error = _script_wer(got.text)
     assert error < 0.15, f"word error rate {error:.1%} against the script; got {got.text!r}"
     whole = engine.transcribe([audio], TranscribeOptions(language="en"))
     assert whole.text == got.text, "block sizes changed the transcript"
@@ -329,8 +333,6 @@ def test_two_minute_file_streamed_in_odd_blocks(engine: WhisperEngine, clips: di
 def test_a_long_file_without_timestamps_is_one_segment_per_piece_in_fewer_steps(
     engine: WhisperEngine, clips: dict[str, np.ndarray]
 ) -> None:
-    import jiwer
-
     audio = clips["long"]
     before = engine.stats.copy()
     timed = engine.transcribe([audio], TranscribeOptions(language="en"))
@@ -346,8 +348,7 @@ def test_a_long_file_without_timestamps_is_one_segment_per_piece_in_fewer_steps(
         start, end = offset / 16000, (offset + len(piece)) / 16000
         assert start <= seg.start_s < seg.end_s <= end + 0.02, f"segment {seg} outside its piece {start}-{end} s"
         assert seg.end_s - seg.start_s > 0.5 * (end - start), f"segment {seg} covers little of its piece"
-    want = " ".join(words(" ".join(s for s, _ in _long_script())))
-    error = jiwer.wer(want, " ".join(words(plain.text)))
+    error = _script_wer(plain.text)
     assert error < 0.15, f"word error rate {error:.1%} without timestamps; got {plain.text!r}"
     assert without.windows == len(cuts), f"each piece is decoded whole, once: {without}"
     assert without.steps < with_ts.steps, f"no fewer decoder steps without timestamps: {without} vs {with_ts}"
@@ -373,8 +374,6 @@ def test_rows_with_and_without_timestamps_share_a_decoder_call(
     assert text.strip() == "Mr. Quilter is the apostle of the middle classes, and we are glad to welcome his gospel."
     assert mixed[0].avg_logprob == pytest.approx(alone[0].avg_logprob, abs=0.05)
 
-    import jiwer
-
     done: dict[int, Transcript] = {}  # and through serve: a plain long file beside a pack of short ones
 
     def keep(i: int) -> Callable[[Transcript], None]:
@@ -386,7 +385,7 @@ def test_rows_with_and_without_timestamps_share_a_decoder_call(
     before = engine.stats.copy()
     engine.serve(lambda idle: handed.pop() if handed else None)
     assert engine.stats.since(before).windows <= 6, "the three short files were not packed beside the long one"
-    error = jiwer.wer(" ".join(words(" ".join(s for s, _ in _long_script()))), " ".join(words(done[0].text)))
+    error = _script_wer(done[0].text)
     assert len(done[0].segments) >= 4 and error < 0.15, f"the plain long file: {error:.1%}, {done[0].text!r}"
     for i in (1, 2, 3):
         assert similarity(done[i].text, SENTENCES[i - 1]) > 0.5, f"packed file {i} got {done[i].text!r}"
