@@ -77,6 +77,7 @@ class WindowDecoder:
         temperatures: list[float],
         rngs: list[np.random.Generator],
         between: Callable[[], None] = lambda: None,
+        eot_from: list[int] | None = None,
     ) -> list[DecodeResult]:
         """Decode each row of ``hidden`` (``(B, frames, d)``) from its prompt; a prompt that ends in
         ``<|notimestamps|>`` decodes text only. ``between`` is called after every token step and may
@@ -98,7 +99,8 @@ class WindowDecoder:
         logits = first[:, -1].copy()
         small = np.ascontiguousarray(hidden[:, :1])  # ignored after the first call: the cache holds it
         temps = np.asarray(temperatures, dtype=np.float32)
-        history = RowHistory(n, plain=np.array([p[-1] == self.specials.no_timestamps for p in prompts]))
+        plain = np.array([p[-1] == self.specials.no_timestamps for p in prompts])
+        history = RowHistory(n, plain=plain, eot_from=None if eot_from is None else np.asarray(eot_from))
         tokens = np.zeros((n, self.sample_len), dtype=np.int64)
         sum_logprobs = np.zeros(n, dtype=np.float64)
         done = np.zeros(n, dtype=bool)

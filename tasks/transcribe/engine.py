@@ -3,8 +3,8 @@
 ``WhisperEngine`` cuts audio into 30 s windows, encodes them in batches, decodes them greedily in
 lockstep on the stateful decoder (several windows per decoder call), falls back to sampling at
 higher temperatures when a window's text is repetitive or improbable, drops windows that are
-silence, and turns timestamp tokens into segments. Long files are streamed: cut at quiet points
-into pieces of at most 30 s (each decoded with openai-whisper's seeking rules), so memory stays
+silence, and turns timestamp tokens into segments. Long files are streamed: cut in the latest pause
+before 30 s (``streaming.quiet_cut``) into pieces (each decoded with openai-whisper's seeking rules), so memory stays
 bounded by about ``batch_size`` windows plus one piece per open file, whatever the length. A file
 whose options say ``timestamps=False`` has each piece decoded whole as text after
 ``<|notimestamps|>`` (one segment per piece, timed by its audible span), in the same decoder calls
@@ -72,7 +72,7 @@ ENCODER, DECODER, DETOKENIZER = "openvino_encoder_model.xml", "openvino_decoder_
 @dataclass(frozen=True)
 class EngineConfig:
     batch_size: int = 8  # windows per encoder / decoder call
-    piece_s: float = 30.0  # long audio is cut at the quietest point between min_piece_s and piece_s
+    piece_s: float = 30.0  # long audio is cut in the latest pause between min_piece_s and piece_s
     min_piece_s: float = 20.0
     temperatures: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
     compression_ratio_threshold: float = 2.4
@@ -97,6 +97,12 @@ class EngineConfig:
     # doubted windows wait for a careful batch: until batch_size of them have gathered, nothing
     # else is left to decode, or they have waited this many fast steps (bounds a file's delay)
     recheck_wait_steps: int = 4
+    # a timestamped window's text may not end (<|endoftext|>) right after opening a segment more than
+    # this before the end of its audible sound (rules.py): Whisper often opens a window's last
+    # sentence and stops, which left that sentence to a short window of its own, decoded without its
+    # context; pieces end at a pause, so the sentence is whole in the window. 0: never held.
+    # Measured: benchmarks/RESULTS.md, "Pieces cut at the latest pause, texts held to the end".
+    hold_eot_s: float = 1.5
 
 
 def best_attempt(attempts: list[tuple[DecodeResult, str]], max_compression_ratio: float) -> DecodeResult:
@@ -502,7 +508,7 @@ class WhisperEngine:
             self._conclude(hidden, tracks, self._fallbacks(self.decoder, hidden, tracks, prompts, between))
             return []
         rngs = [self._rng_for(t, 0.0) for t in tracks]
-        first = self.decoder.decode(hidden, prompts, [0.0] * len(tracks), rngs, between)
+        first = self.decoder.decode(hidden, prompts, [0.0] * len(tracks), rngs, between, self._eots(tracks))
         texts = self.detokenizer.decode_batch([r.tokens for r in first])
         doubted = {
             i for i, (r, text) in enumerate(zip(first, texts, strict=True)) if self._doubtful(tracks[i], r, text)
@@ -541,6 +547,18 @@ class WhisperEngine:
 
     def _prompts(self, tracks: list[_Track]) -> list[list[int]]:
         return [self.specials.prompt(str(t.file.language), t.file.options.task, self._timed(t)) for t in tracks]
+
+    def _eots(self, tracks: list[_Track]) -> list[int]:
+        """Per window: the timestamp (index) before which its text may not end on an opened segment:
+        ``hold_eot_s`` before the end of its audible sound (0: never held; plain windows, or
+        ``hold_eot_s=0``)."""
+        hold = round(self.config.hold_eot_s / TIME_PRECISION_S)
+        out = []
+        for track in tracks:
+            held = hold and self._timed(track)
+            audible = np.flatnonzero(audible_frames(track.window)) if held else np.zeros(0, dtype=np.int64)
+            out.append(max(0, int(audible[-1]) + 1 - hold) if audible.size else 0)
+        return out
 
     @staticmethod
     def _timed(track: _Track) -> bool:
@@ -603,13 +621,21 @@ class WhisperEngine:
         decoded again, together, at each higher temperature in turn. Where every temperature
         fails, the most probable non-repetitive attempt wins (as faster-whisper does)."""
         todo = list(range(len(tracks)))
+        eots = self._eots(tracks)
         tried: list[list[tuple[DecodeResult, str]]] = [[] for _ in tracks]
         chosen: list[DecodeResult | None] = [None] * len(tracks)
         for attempt, temperature in enumerate(self.config.temperatures):
             if attempt:
                 self.stats.fallbacks += len(todo)
             rngs = [self._rng_for(tracks[i], temperature) for i in todo]
-            got = decoder.decode(hidden[todo], [prompts[i] for i in todo], [temperature] * len(todo), rngs, between)
+            got = decoder.decode(
+                hidden[todo],
+                [prompts[i] for i in todo],
+                [temperature] * len(todo),
+                rngs,
+                between,
+                [eots[i] for i in todo],
+            )
             texts = self.detokenizer.decode_batch([r.tokens for r in got])
             for i, result, text in zip(todo, got, texts, strict=True):
                 tried[i].append((result, text))

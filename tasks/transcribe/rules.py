@@ -31,6 +31,9 @@ class RowHistory:
 
     size: int
     plain: np.ndarray | None = None  # per row: decoded without timestamps (default: none is)
+    # per row: no <|endoftext|> before a timestamp this high (relative index) has been sampled
+    # (default 0: never held); the engine sets it just before the end of a window's audible sound
+    eot_from: np.ndarray | None = None
     n_sampled: np.ndarray = field(init=False)
     last_ts: np.ndarray = field(init=False)  # the last sampled token was a timestamp
     penult_ts: np.ndarray = field(init=False)  # the one before it was too (or there is none)
@@ -42,6 +45,9 @@ class RowHistory:
         self.penult_ts = np.ones(self.size, dtype=bool)
         self.max_ts = np.full(self.size, -1, dtype=np.int64)
         self.plain = np.zeros(self.size, dtype=bool) if self.plain is None else np.asarray(self.plain, dtype=bool)
+        self.eot_from = (
+            np.zeros(self.size, dtype=np.int64) if self.eot_from is None else np.asarray(self.eot_from, dtype=np.int64)
+        )
 
     def push(self, tokens: np.ndarray, timestamp_begin: int, rows: np.ndarray | None = None) -> None:
         """The tokens just sampled; ``rows`` (a mask): only those rows sampled (the others were fed
@@ -79,6 +85,11 @@ class LogitRules:
         after_single = history.last_ts & ~history.penult_ts
         logits[after_single, : t.eot] = NEG_INF  # an open segment: its end timestamp (or eot) next
         self._no_decreasing_timestamps(logits, history, after_single)
+        assert history.eot_from is not None
+        # a segment was just opened (a pair: its start after the last one's end) well before the
+        # window's sound ends: Whisper says speech goes on there, so its text may not end yet
+        held = after_pair & (history.n_sampled >= 2) & (history.max_ts - t.timestamp_begin < history.eot_from)
+        logits[held, t.eot] = NEG_INF
         self._prefer_timestamps(logits)
         return logits
 

@@ -19,7 +19,7 @@ from ovbatch.tasks.transcribe.engine import StreamRequest, WhisperEngine, best_a
 from ovbatch.tasks.transcribe.rules import LogitRules, RowHistory
 from ovbatch.tasks.transcribe.segments import split_window
 from ovbatch.tasks.transcribe.stats import EngineStats
-from ovbatch.tasks.transcribe.streaming import AudioStream, level_range_db, pieces
+from ovbatch.tasks.transcribe.streaming import AudioStream, level_range_db, pieces, quiet_cut
 from ovbatch.tasks.transcribe.tokens import SpecialTokens
 from ovbatch.tasks.transcribe.types import TranscribeOptions, Transcript
 
@@ -104,6 +104,27 @@ def test_a_plain_row_gets_text_only_and_its_first_text_step_is_begin_suppressed(
     assert np.isinf(later[1, :TB]).all(), "the timestamped row keeps its rules beside a plain one"
 
 
+def test_text_may_not_end_on_a_segment_opened_before_the_sound_ends(specials: SpecialTokens) -> None:
+    """The engine holds <|endoftext|> until ``eot_from``: Whisper opens a last segment and stops."""
+
+    def apply(sampled: list[int], eot_from: int) -> np.ndarray:
+        history = RowHistory(1, eot_from=np.array([eot_from]))
+        for token in sampled:
+            history.push(np.array([token]), TB)
+        logits = np.zeros((1, VOCAB), dtype=np.float32)
+        logits[0, specials.eot] = 9.0
+        return LogitRules(specials, VOCAB).apply(logits, history)[0]
+
+    opened = [TB, 500, TB + 1200, TB + 1200]  # a segment ended at 24 s, the next opened at 24 s
+    assert np.isinf(apply(opened, eot_from=1400)[specials.eot]), "sound goes on to 28 s: the text must go on"
+    assert np.isfinite(apply(opened, eot_from=1400)[500]), "text is what may come next"
+    assert np.isfinite(apply(opened, eot_from=1200)[specials.eot]), "the last segment opens at the hold: it may end"
+    assert np.isfinite(apply(opened, eot_from=0)[specials.eot]), "eot_from 0: never held"
+    closed = [TB, 500, TB + 1200]  # a segment closed at 24 s: Whisper says no speech follows
+    assert np.isfinite(apply(closed, eot_from=1400)[specials.eot]), "a closed last segment may end the text"
+    assert np.isfinite(apply([TB], eot_from=1400)[specials.eot]), "a first timestamp alone is no opened segment"
+
+
 def test_history_counts_only_the_rows_that_sampled() -> None:
     history = RowHistory(2)
     history.push(np.array([50363, TB + 3]), TB, rows=np.array([False, True]))  # row 0 was fed its prompt
@@ -179,6 +200,23 @@ def test_pieces_cut_at_pauses_cover_the_stream_and_read_lazily() -> None:
 
     endless = (np.full(4000, 0.1, dtype=np.float32) for _ in itertools.count())
     assert len(list(itertools.islice(pieces(endless, 16000 * 30, 16000 * 20), 3))) == 3
+
+
+def test_a_piece_ends_in_the_middle_of_the_latest_pause_as_quiet_as_the_quietest() -> None:
+    rng = np.random.default_rng(1)
+    sr = 16000
+    speech = (0.3 * rng.standard_normal(sr * 30)).astype(np.float32)
+    speech[sr * 22 : sr * 23] = 0.0  # the quietest pause, early
+    speech[sr * 26 : sr * 27] = 0.001 * rng.standard_normal(sr).astype(np.float32)  # -60 dB: as quiet
+    speech[int(sr * 28.5) : sr * 29] = 0.1 * rng.standard_normal(sr // 2).astype(np.float32)  # a dip only
+    cut = quiet_cut(speech, sr * 20, sr * 30)
+    assert sr * 26.3 <= cut <= sr * 26.7, f"cut at {cut / sr:.2f} s: the middle of the pause at 26-27 s was expected"
+    only_silence = quiet_cut(speech, sr * 20, sr * 30, within_db=0.0, below_db=80.0)
+    assert sr * 22 <= only_silence <= sr * 23, "within 0 dB and 80 dB under speech only the silent pause is quiet"
+    speech[sr * 26 : sr * 27] = 0.3 * rng.standard_normal(sr).astype(np.float32)  # speech again
+    assert sr * 22 <= quiet_cut(speech, sr * 20, sr * 30) <= sr * 23, "a dip 10 dB over the quietest is no pause"
+    silence = np.zeros(sr * 30, np.float32)
+    assert sr * 20 <= quiet_cut(silence, sr * 20, sr * 30) <= sr * 30
 
 
 def test_level_range_tells_steady_sound_from_speech_like_bursts() -> None:
@@ -354,6 +392,29 @@ def test_a_long_file_without_timestamps_is_one_segment_per_piece_in_fewer_steps(
     assert without.steps < with_ts.steps, f"no fewer decoder steps without timestamps: {without} vs {with_ts}"
     assert without.tokens < with_ts.tokens, f"no fewer tokens without timestamps: {without} vs {with_ts}"
     assert len(timed.segments) > len(plain.segments)
+
+
+@pytest.mark.slow
+@pytest.mark.real_model
+def test_a_timestamped_long_file_takes_one_window_per_piece(
+    engine: WhisperEngine, clips: dict[str, np.ndarray]
+) -> None:
+    """Pieces end in a pause, so each is decoded whole: the text is held (``hold_eot_s``) where
+    Whisper would open the piece's last sentence and stop, leaving it to a window of its own."""
+    audio = clips["long"]
+    cuts = list(pieces(iter([audio]), 30 * 16000, 20 * 16000))
+    before = engine.stats.copy()
+    held = engine.transcribe([audio], TranscribeOptions(language="en"))
+    stats = engine.stats.since(before)
+    _check_timeline(held)
+    assert stats.windows == len(cuts), f"{stats.windows} windows for {len(cuts)} pieces: a piece was not decoded whole"
+    assert stats.fallbacks == 0, f"a window fell back to sampling: {stats}"
+    error = _script_wer(held.text)
+    assert error < 0.12, f"word error rate {error:.1%} with timestamps; got {held.text!r}"
+    for (offset, piece), next_offset in zip(cuts, [o for o, _ in cuts[1:]] + [len(audio)], strict=True):
+        inside = [s for s in held.segments if offset / 16000 <= s.start_s < next_offset / 16000]
+        assert inside, f"no segment in the piece at {offset / 16000:.1f} s"
+        assert inside[-1].end_s > (offset + len(piece)) / 16000 - 3.0, f"the piece at {offset / 16000:.1f} s ends early"
 
 
 @pytest.mark.slow
