@@ -16,7 +16,8 @@ it on this CPU (bf16 where the CPU has it):
 
 After one warm-up transcription (not shown), each row: word errors, seconds, and the engine's
 counters (windows encoded, tokens, decoder steps, encoder and decoder seconds, temperature
-fallbacks). The earlier cut is reproduced here (``quietest_cut``) and patched in for its rows.
+fallbacks, decodes the hold kept going / of them cut back as improbable). The earlier cut is
+reproduced here (``quietest_cut``) and patched in for its rows.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ def quietest_cut(audio: np.ndarray, lo: int, hi: int) -> int:
     return (first + int(np.argmin(energy[first:]))) * hop
 
 
-HEAD = "| errors | s | windows | tokens | steps | encoder s | decoder s | fallbacks |"
+HEAD = "| errors | s | windows | tokens | steps | encoder s | decoder s | fallbacks | held / cut back |"
 
 
 def _run(
@@ -64,7 +65,7 @@ def _run(
     cells = (
         f"{int(units[:, 1].sum())} errors of {int(units[:, 0].sum())} ({wer(refs, hyps) * 100:.2f} %) | "
         f"{seconds:.2f} | {s.windows} | {s.tokens} | {s.steps} | {s.encoder_s:.2f} | {s.prefill_s + s.step_s:.2f} | "
-        f"{s.fallbacks} |"
+        f"{s.fallbacks} | {s.held} / {s.unheld} |"
     )
     return units, cells
 
@@ -99,7 +100,7 @@ def main() -> None:
         ("latest pause, held (now)", latest, 1.5),
     ]
     _run(version, compiled, long_audio[:1], long_refs[:1], True)  # warm-up: the first calls allocate
-    print(f"long files\n\n| cut, eot | timestamps {HEAD}\n| --- | --- {'| --- ' * 8}|", flush=True)
+    print(f"long files\n\n| cut, eot | timestamps {HEAD}\n| --- | --- {'| --- ' * 9}|", flush=True)
     try:
         for _ in range(args.rounds):
             for name, rule, hold in rows:
@@ -117,7 +118,7 @@ def main() -> None:
     names = sorted(refs)
     short_audio = [audio.load(clips / n, n) for n in names]
     short_refs = [refs[n] for n in names]
-    print(f"\n{len(names)} short clips\n\n| windows | eot {HEAD}\n| --- | --- {'| --- ' * 8}|", flush=True)
+    print(f"\n{len(names)} short clips\n\n| windows | eot {HEAD}\n| --- | --- {'| --- ' * 9}|", flush=True)
     diffs = []
     for packing, pack_max_s in [("packed", 10.0)] + ([("a window each", 0.0)] if args.alone else []):
         units = {}

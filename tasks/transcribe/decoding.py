@@ -31,10 +31,30 @@ class DecodeResult:
     sum_logprob: float
     no_speech_prob: float
     temperature: float
+    # where the hold (``eot_from``) kept the text going: the index in ``tokens`` where Whisper would
+    # have ended it (-1: never), the log-probability of its tokens before that point, and of the
+    # <|endoftext|> it would have chosen there
+    held_at: int = -1
+    logprob_before_hold: float = 0.0
+    eot_logprob_at_hold: float = 0.0
 
     @property
     def avg_logprob(self) -> float:
         return self.sum_logprob / (len(self.tokens) + 1)
+
+    @property
+    def held_avg_logprob(self) -> float:
+        """Average log-probability of what the hold added: its tokens and the final <|endoftext|>."""
+        if self.held_at < 0:
+            return 0.0
+        return (self.sum_logprob - self.logprob_before_hold) / (len(self.tokens) - self.held_at + 1)
+
+    def unheld(self) -> DecodeResult:
+        """The text as Whisper would have ended it without the hold (the same tokens up to there)."""
+        if self.held_at < 0:
+            return self
+        total = self.logprob_before_hold + self.eot_logprob_at_hold
+        return DecodeResult(self.tokens[: self.held_at], total, self.no_speech_prob, self.temperature)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -106,6 +126,9 @@ class WindowDecoder:
         done = np.zeros(n, dtype=bool)
         starts = np.array([len(p) - shared for p in prompts], dtype=np.int64)  # first sampled step per row
         lengths = np.full(n, self.sample_len, dtype=np.int64)
+        held_at = np.full(n, -1, dtype=np.int64)
+        before_hold = np.zeros(n, dtype=np.float64)
+        eot_at_hold = np.zeros(n, dtype=np.float64)
         for step in range(self.sample_len):
             feeding = step < starts
             next_tokens, logprobs = self._choose(logits, history, np.where(feeding, 0.0, temps), rngs)
@@ -113,6 +136,12 @@ class WindowDecoder:
                 next_tokens = np.where(feeding, fed[:, min(step, fed.shape[1] - 1)], next_tokens)
                 logprobs = np.where(feeding, 0.0, logprobs)
             sampling = ~done & ~feeding
+            for r in np.flatnonzero(self.rules.stopped & sampling & (held_at < 0)):
+                held_at[r] = step - starts[r]  # Whisper would have ended the text here
+                before_hold[r] = sum_logprobs[r]
+                eot = float(self.rules.eot_logits[r])  # its log-probability had it been allowed:
+                top = float(logits[r].max())  # logits are the rules' (in place), <|endoftext|> barred
+                eot_at_hold[r] = eot - np.logaddexp(top + np.log(np.exp(logits[r] - top).sum()), eot)
             stats.tokens += int(sampling.sum())
             sum_logprobs += np.where(sampling, logprobs, 0.0)
             next_tokens = np.where(done, self.specials.eot, next_tokens)
@@ -130,7 +159,13 @@ class WindowDecoder:
             stats.steps += 1
         return [
             DecodeResult(
-                tokens[i, starts[i] : lengths[i]].tolist(), float(sum_logprobs[i]), float(no_speech[i]), float(temps[i])
+                tokens[i, starts[i] : lengths[i]].tolist(),
+                float(sum_logprobs[i]),
+                float(no_speech[i]),
+                float(temps[i]),
+                int(held_at[i]),
+                float(before_hold[i]),
+                float(eot_at_hold[i]),
             )
             for i in range(n)
         ]

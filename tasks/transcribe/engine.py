@@ -100,7 +100,8 @@ class EngineConfig:
     # a timestamped window's text may not end (<|endoftext|>) right after opening a segment more than
     # this before the end of its audible sound (rules.py): Whisper often opens a window's last
     # sentence and stops, which left that sentence to a short window of its own, decoded without its
-    # context; pieces end at a pause, so the sentence is whole in the window. 0: never held.
+    # context; pieces end at a pause, so the sentence is whole in the window. What the hold adds
+    # stays only if its average log-probability is at least logprob_threshold (``_settle``). 0: never held.
     # Measured: benchmarks/RESULTS.md, "Pieces cut at the latest pause, texts held to the end".
     hold_eot_s: float = 1.5
 
@@ -508,7 +509,9 @@ class WhisperEngine:
             self._conclude(hidden, tracks, self._fallbacks(self.decoder, hidden, tracks, prompts, between))
             return []
         rngs = [self._rng_for(t, 0.0) for t in tracks]
-        first = self.decoder.decode(hidden, prompts, [0.0] * len(tracks), rngs, between, self._eots(tracks))
+        first = self._settle(
+            self.decoder.decode(hidden, prompts, [0.0] * len(tracks), rngs, between, self._eots(tracks))
+        )
         texts = self.detokenizer.decode_batch([r.tokens for r in first])
         doubted = {
             i for i, (r, text) in enumerate(zip(first, texts, strict=True)) if self._doubtful(tracks[i], r, text)
@@ -547,6 +550,21 @@ class WhisperEngine:
 
     def _prompts(self, tracks: list[_Track]) -> list[list[int]]:
         return [self.specials.prompt(str(t.file.language), t.file.options.task, self._timed(t)) for t in tracks]
+
+    def _settle(self, results: list[DecodeResult]) -> list[DecodeResult]:
+        """Where the hold kept a text going, what it added stays only if Whisper found it probable
+        (average log-probability at least ``logprob_threshold``): sound that Whisper opened a segment
+        on but cannot put in words (music, noise) ends the text where Whisper ended it, and the rest
+        of the piece is decoded on its own as before."""
+        out = []
+        for result in results:
+            if result.held_at >= 0:
+                self.stats.held += 1
+                if result.held_avg_logprob < self.config.logprob_threshold:
+                    self.stats.unheld += 1
+                    result = result.unheld()
+            out.append(result)
+        return out
 
     def _eots(self, tracks: list[_Track]) -> list[int]:
         """Per window: the timestamp (index) before which its text may not end on an opened segment:
@@ -628,13 +646,15 @@ class WhisperEngine:
             if attempt:
                 self.stats.fallbacks += len(todo)
             rngs = [self._rng_for(tracks[i], temperature) for i in todo]
-            got = decoder.decode(
-                hidden[todo],
-                [prompts[i] for i in todo],
-                [temperature] * len(todo),
-                rngs,
-                between,
-                [eots[i] for i in todo],
+            got = self._settle(
+                decoder.decode(
+                    hidden[todo],
+                    [prompts[i] for i in todo],
+                    [temperature] * len(todo),
+                    rngs,
+                    between,
+                    [eots[i] for i in todo],
+                )
             )
             texts = self.detokenizer.decode_batch([r.tokens for r in got])
             for i, result, text in zip(todo, got, texts, strict=True):

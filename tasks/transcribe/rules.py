@@ -69,6 +69,8 @@ class LogitRules:
         self._suppress = np.array([i for i in specials.all_suppressed() if i < vocab_size], dtype=np.int64)
         self._begin_suppress = np.array(specials.begin_suppress, dtype=np.int64)
         self._ts_offsets = np.arange(vocab_size - specials.timestamp_begin)
+        self.stopped = np.zeros(0, dtype=bool)  # set by each ``apply``: see there
+        self.eot_logits = np.zeros(0, dtype=np.float32)
 
     def apply(self, logits: np.ndarray, history: RowHistory) -> np.ndarray:
         t = self.t
@@ -89,6 +91,9 @@ class LogitRules:
         # a segment was just opened (a pair: its start after the last one's end) well before the
         # window's sound ends: Whisper says speech goes on there, so its text may not end yet
         held = after_pair & (history.n_sampled >= 2) & (history.max_ts - t.timestamp_begin < history.eot_from)
+        # rows where <|endoftext|> was the most likely token (the rows the hold keeps going), and its logit
+        self.stopped = held & (logits[:, t.eot] >= logits.max(axis=-1))
+        self.eot_logits = logits[:, t.eot].copy()
         logits[held, t.eot] = NEG_INF
         self._prefer_timestamps(logits)
         return logits

@@ -27,6 +27,8 @@ class EngineStats:
     fallbacks: int = 0  # windows decoded again at a higher temperature
     rechecked: int = 0  # windows the fast (bf16) models doubted, encoded and decoded again in f32
     packs_redone: int = 0  # packs whose transcript could not be split with confidence (packing.doubtful)
+    held: int = 0  # decodes whose text the hold (EngineConfig.hold_eot_s) kept going past Whisper's end
+    unheld: int = 0  # ... of which what it added was improbable: the text ends where Whisper ended it
 
     def copy(self) -> EngineStats:
         return dataclasses.replace(self)

@@ -107,22 +107,43 @@ def test_a_plain_row_gets_text_only_and_its_first_text_step_is_begin_suppressed(
 def test_text_may_not_end_on_a_segment_opened_before_the_sound_ends(specials: SpecialTokens) -> None:
     """The engine holds <|endoftext|> until ``eot_from``: Whisper opens a last segment and stops."""
 
-    def apply(sampled: list[int], eot_from: int) -> np.ndarray:
+    rules = LogitRules(specials, VOCAB)
+
+    def apply(sampled: list[int], eot_from: int, eot_logit: float = 9.0) -> np.ndarray:
         history = RowHistory(1, eot_from=np.array([eot_from]))
         for token in sampled:
             history.push(np.array([token]), TB)
         logits = np.zeros((1, VOCAB), dtype=np.float32)
-        logits[0, specials.eot] = 9.0
-        return LogitRules(specials, VOCAB).apply(logits, history)[0]
+        logits[0, specials.eot] = eot_logit
+        return rules.apply(logits, history)[0]
 
     opened = [TB, 500, TB + 1200, TB + 1200]  # a segment ended at 24 s, the next opened at 24 s
     assert np.isinf(apply(opened, eot_from=1400)[specials.eot]), "sound goes on to 28 s: the text must go on"
+    assert rules.stopped.tolist() == [True] and rules.eot_logits.tolist() == [9.0], "Whisper's own choice is kept"
+    apply(opened, eot_from=1400, eot_logit=-1.0)
+    assert rules.stopped.tolist() == [False], "eot was not the likeliest token: the hold changed nothing"
     assert np.isfinite(apply(opened, eot_from=1400)[500]), "text is what may come next"
     assert np.isfinite(apply(opened, eot_from=1200)[specials.eot]), "the last segment opens at the hold: it may end"
     assert np.isfinite(apply(opened, eot_from=0)[specials.eot]), "eot_from 0: never held"
     closed = [TB, 500, TB + 1200]  # a segment closed at 24 s: Whisper says no speech follows
     assert np.isfinite(apply(closed, eot_from=1400)[specials.eot]), "a closed last segment may end the text"
     assert np.isfinite(apply([TB], eot_from=1400)[specials.eot]), "a first timestamp alone is no opened segment"
+
+
+@pytest.mark.slow
+@pytest.mark.real_model
+def test_what_the_hold_added_is_kept_only_if_probable(engine: WhisperEngine) -> None:
+    """A held text that Whisper finds improbable ends where Whisper ended it (``_settle``)."""
+    held = DecodeResult([TB, 11, 12, TB + 50, TB + 50, 13, 14, TB + 90], -6.0, 0.1, 0.0, 5, -1.0, -0.5)
+    assert held.held_avg_logprob == pytest.approx(-5.0 / 4), "added: 3 tokens and the final eot"
+    assert held.unheld().tokens == [TB, 11, 12, TB + 50, TB + 50] and held.unheld().sum_logprob == -1.5
+    assert held.unheld().held_at == -1 and DecodeResult([1], -1.0, 0.0, 0.0).unheld().tokens == [1]
+    probable = replace(held, sum_logprob=-2.0)  # added -1.0 over 4: -0.25 on average
+    before = engine.stats.copy()
+    settled = engine._settle([held, probable, DecodeResult([1], -1.0, 0.0, 0.0)])
+    counted = engine.stats.since(before)
+    assert [r.tokens for r in settled] == [held.tokens[:5], probable.tokens, [1]], "improbable text not cut back"
+    assert (counted.held, counted.unheld) == (2, 1), f"held/unheld counted {counted.held}/{counted.unheld}"
 
 
 def test_history_counts_only_the_rows_that_sampled() -> None:
@@ -409,12 +430,50 @@ def test_a_timestamped_long_file_takes_one_window_per_piece(
     _check_timeline(held)
     assert stats.windows == len(cuts), f"{stats.windows} windows for {len(cuts)} pieces: a piece was not decoded whole"
     assert stats.fallbacks == 0, f"a window fell back to sampling: {stats}"
+    assert stats.held >= 1 and stats.unheld == 0, f"the hold should have kept a piece's text going: {stats}"
     error = _script_wer(held.text)
     assert error < 0.12, f"word error rate {error:.1%} with timestamps; got {held.text!r}"
     for (offset, piece), next_offset in zip(cuts, [o for o, _ in cuts[1:]] + [len(audio)], strict=True):
         inside = [s for s in held.segments if offset / 16000 <= s.start_s < next_offset / 16000]
         assert inside, f"no segment in the piece at {offset / 16000:.1f} s"
         assert inside[-1].end_s > (offset + len(piece)) / 16000 - 3.0, f"the piece at {offset / 16000:.1f} s ends early"
+
+
+def _tune(seconds: float, noise: float = 0.0) -> np.ndarray:
+    """A plucked melody (decaying notes, 0.5 s each), with white noise under it if asked."""
+    sr = 16000
+    t = np.arange(int(sr * seconds)) / sr
+    out = np.zeros_like(t)
+    for k, f in enumerate(itertools.islice(itertools.cycle([220, 247, 262, 294, 330, 349, 392]), int(seconds * 2))):
+        note = (t >= k * 0.5) & (t < k * 0.5 + 0.5)
+        out[note] = (
+            0.2
+            * np.exp(-3 * (t[note] - k * 0.5))
+            * (np.sin(2 * np.pi * f * t[note]) + 0.5 * np.sin(4 * np.pi * f * t[note]))
+        )
+    out += noise * np.random.default_rng(0).standard_normal(len(t))
+    return out.astype(np.float32)
+
+
+@pytest.mark.slow
+@pytest.mark.real_model
+def test_music_or_noise_after_the_speech_of_a_window_gets_no_text(
+    engine: WhisperEngine, sentences: list[np.ndarray]
+) -> None:
+    """The hold keeps a text going only where Whisper opened a segment: sound after the last words
+    that Whisper does not take for speech is not forced into text."""
+    gap = np.zeros(8000, dtype=np.float32)
+    speech = np.concatenate([x for s in sentences[:3] for x in (s, gap)])
+    end_s = len(speech) / 16000
+    noise = (0.05 * np.random.default_rng(1).standard_normal(16000 * 7)).astype(np.float32)
+    for name, tail in (("a tune", _tune(7.0)), ("noise", noise), ("a tune in noise", _tune(7.0, 0.05))):
+        got = engine.transcribe([np.concatenate([speech, tail])], TranscribeOptions(language="en"))
+        late = [s for s in got.segments if s.end_s > end_s + 1.0]
+        assert not late, f"{name} after the speech became text: {late}"
+        import jiwer
+
+        error = float(jiwer.wer(" ".join(words(" ".join(SENTENCES[:3]))), " ".join(words(got.text))))
+        assert error < 0.25, f"speech before {name}: word error rate {error:.0%}, got {got.text!r}"
 
 
 @pytest.mark.slow
