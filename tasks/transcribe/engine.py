@@ -4,9 +4,9 @@
 lockstep on the stateful decoder (several windows per decoder call), falls back to sampling at
 higher temperatures when a window's text is repetitive or improbable, drops windows that are
 silence, and turns timestamp tokens into segments. Long files are streamed: cut in the latest pause
-before 30 s (``streaming.quiet_cut``) into pieces (each decoded with openai-whisper's seeking rules), so memory stays
-bounded by about ``batch_size`` windows plus one piece per open file, whatever the length. A file
-whose options say ``timestamps=False`` has each piece decoded whole as text after
+before 30 s (``streaming.quiet_cut``) into pieces, each decoded with openai-whisper's seeking rules
+(and ``hold_eot_s``), so memory stays bounded by about ``batch_size`` windows plus one piece per
+open file, whatever the length. A file whose options say ``timestamps=False`` has each piece decoded whole as text after
 ``<|notimestamps|>`` (one segment per piece, timed by its audible span), in the same decoder calls
 as windows with timestamps (``decoding.py`` takes prompts of both lengths).
 ``serve`` takes files as they arrive and gives each its transcript as soon as it is done, so a

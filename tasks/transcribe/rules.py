@@ -91,10 +91,11 @@ class LogitRules:
         # a segment was just opened (a pair: its start after the last one's end) well before the
         # window's sound ends: Whisper says speech goes on there, so its text may not end yet
         held = after_pair & (history.n_sampled >= 2) & (history.max_ts - t.timestamp_begin < history.eot_from)
-        # rows where <|endoftext|> was the most likely token (the rows the hold keeps going), and its logit
-        self.stopped = held & (logits[:, t.eot] >= logits.max(axis=-1))
-        self.eot_logits = logits[:, t.eot].copy()
-        logits[held, t.eot] = NEG_INF
+        self.stopped = held  # rows where <|endoftext|> was the likeliest token: those the hold keeps going
+        if held.any():
+            self.stopped = held & (logits[:, t.eot] >= logits.max(axis=-1))
+            self.eot_logits = logits[:, t.eot].copy()  # (its logit, for the text Whisper would have ended)
+            logits[held, t.eot] = NEG_INF
         self._prefer_timestamps(logits)
         return logits
 

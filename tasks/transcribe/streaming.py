@@ -80,8 +80,9 @@ def quiet_cut(
     The latest pause, not the quietest: a piece is then close to a whole 30 s window, so a file
     takes fewer windows, and each window carries more context. On the long files of
     ``benchmarks.transcribe_bench`` the quietest point cut 702 s into 33 pieces (21 s on average),
-    the latest pause into 26 (27 s); without timestamps that was 1.26x faster in process and 130
-    word errors of 1448 against 153 (benchmarks/RESULTS.md, "Pieces cut at the latest pause").
+    the latest pause into 26 (27 s); without timestamps that was 1.10x faster in process and 132
+    word errors of 1448 against 153 (``benchmarks.window_ends``; RESULTS.md, "Pieces cut at the
+    latest pause").
     """
     hop = SAMPLE_RATE // 100
     energy = _smoothed_energy(audio[:hi], hop, 20)
