@@ -156,6 +156,9 @@ def run_worker(
         # running ones. They get OVBATCH_STOP_GRACE_S to finish (a job restarted elsewhere starts from
         # zero, so a long file could loop for ever while workers scale in and out); past it they stop
         # at their next block and their messages go back to the queue, before the supervisor's SIGKILL.
+        # Celery checks its stop flag only between polls, so a message fetched as the signal came may
+        # still be handed to a thread: ``draining`` sends it back instead of starting it.
+        ctx.draining.set()
         if ctx.running:
             log.warning(
                 "stopping: %d running job(s) get up to %d s to finish (OVBATCH_STOP_GRACE_S)",

@@ -66,7 +66,10 @@ class WorkerContext:
     after_job: Callable[[], None] = lambda: None
     batch_files: int = 8  # jobs run at once in threads (transcription batches them: tasks/transcribe/batcher.py)
     running: set[str] = field(default_factory=set)
-    stopping: threading.Event = field(default_factory=threading.Event)  # set on SIGTERM (workers/main.py)
+    # set on SIGTERM (workers/main.py): a job that starts after it goes straight back to its queue
+    # (Celery can still hand the worker a message it fetched as the signal came)
+    draining: threading.Event = field(default_factory=threading.Event)
+    stopping: threading.Event = field(default_factory=threading.Event)  # set when the stop grace ends
     gate: RunGate = field(default_factory=RunGate)  # exclusive kinds (benchmarks) run alone
     device_info: dict[str, Any] = field(default_factory=dict)  # name and capabilities, advertised
     _load_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -187,6 +190,8 @@ def process_job(ctx: WorkerContext, kind: JobKind | str, payload: Any, attempt: 
         if earlier.get("status") in FINAL:  # a replayed message, or a redelivery after the ack was lost
             log.info("job %s (%s) already %s: message dropped", job.job_id, job.display, earlier["status"])
             return earlier
+    if ctx.draining.is_set():
+        raise WorkerStopping(f"{job.display}: the worker is stopping and starts no new job; it goes back to its queue")
     redis_retry(lambda: ctx.acquire(job.job_id))
     try:
         with ctx.gate.hold(kind.exclusive, ctx.stopping.is_set, job.display):

@@ -139,3 +139,20 @@ def test_two_kinds_of_one_model_get_their_own_engines(tmp_path: Path) -> None:
     assert isinstance(bench, Benchmarker), f"the benchmark kind got {type(bench).__name__}"
     assert isinstance(quant, Quantizer), f"the quantize kind got {type(quant).__name__} (another kind's engine)"
     assert ctx.engine("benchmark", "tiny@1", "CPU") is bench, "the same kind's engine is cached"
+
+
+def test_a_job_that_starts_while_its_worker_is_stopping_goes_back_untouched(tmp_path: Path, redis_url: str) -> None:
+    """Celery looks at its stop flag only between polls of the broker, so a message fetched as SIGTERM
+    came can still reach a thread: it must go back to its queue, not run on the leaving worker."""
+    from ovbatch.errors import WorkerStopping
+
+    ctx = redis_context(tmp_path, redis_url)
+    message = image_message(batch_id="b5", job_id="j5", out_url=(tmp_path / "out").as_uri() + "/")
+    queued = record(None, "queued", job_id="j5", display="inline 1 seed 3")
+    ctx.batches.create("b5", {"kind": "txt2img"}, {"j5": queued}, {"j5": message})
+    ctx.draining.set()
+    with pytest.raises(WorkerStopping, match="inline 1 seed 3: the worker is stopping and starts no new job"):
+        process_job(ctx, "txt2img", message)
+    assert ctx.batches.job("b5", "j5") == queued, "a job sent back before it started must stay queued, attempt 0"
+    assert not ctx.running and ctx.redis.get(ctx._lock_key("j5")) is None, "no lock may be left behind"
+    assert not (tmp_path / "out").exists(), "nothing may be written"
