@@ -26,6 +26,14 @@ Compared:
                txt,json`` (timestamps) and ``--format txt`` alone, which the CLI decodes without
                timestamp tokens (each 30 s piece one segment), as faster-whisper's batched pipeline
                does by default; the order alternates between rounds (rows ``<version>-warm-txt-i``)
+               and faster-whisper batched-8 once more per round (rows ``fw-batched8-i``), so each round
+               gives a ratio measured side by side
+  --accuracy   the 180 accuracy clips the --int8 gate evaluates (benchmarks/speech.py; other
+               sentences and voices, 1,700 words) end to end through the worker with both
+               versions: packed as a worker packs them (the warm worker), then each clip alone on a
+               fresh worker with OVBATCH_WHISPER_PACK_S=0 (a clip's text depends on its own audio
+               only, so INT8 - float is the models' difference, not which clips shared a window);
+               paired bootstrap intervals under ``accuracy``
   --batch-files N  the short clips once more on a fresh worker that runs N jobs at once
                (OVBATCH_WORKER_BATCH_FILES; the default is 8): more clips share each window
 Also: queue overhead (no-op job round trip), model cache hit vs cold acquire, worker RSS before and
@@ -304,6 +312,38 @@ class Ovbatch:
         return round(statistics.median(times) * 1000, 2)
 
 
+def accuracy_rows(ov: Ovbatch, int8: str) -> dict[str, Any]:
+    """The gate's 180 evaluation clips end to end, float and INT8 versions: packed (the running
+    worker), then alone (a fresh worker with OVBATCH_WHISPER_PACK_S=0); INT8 - float, paired."""
+    from benchmarks.speech import make_accuracy_set
+
+    clips = REPO / ".cache" / "speech-accuracy"
+    acc = make_accuracy_set(clips)
+    names = sorted(acc)
+    chosen = [n for n in names if n not in names[0::4]]  # the clips quantize_int8 did not calibrate on
+    paths, refs = [clips / n for n in chosen], [acc[n] for n in chosen]
+    out: dict[str, Any] = {}
+    for packing in ("packed", "alone"):
+        if packing == "alone":
+            ov.stop()
+            ov.env["OVBATCH_WHISPER_PACK_S"] = "0"
+            ov.start_worker()
+        units: dict[str, Any] = {}
+        rows = [
+            measure(f"{v}-{packing}-180", paths, refs, lambda p, m=m: ov.run(p, m), units)
+            for v, m in (("float", "whisper-base@1"), ("int8", int8))
+        ]
+        out[packing] = {
+            "rows": rows,
+            "int8_minus_float": paired_wer_difference(units[f"int8-{packing}-180"], units[f"float-{packing}-180"]),
+        }
+        print(json.dumps({packing: out[packing]["int8_minus_float"]}), flush=True)
+    ov.stop()
+    ov.env.pop("OVBATCH_WHISPER_PACK_S")
+    ov.start_worker()
+    return out
+
+
 def cache_hit_vs_cold(work: Path) -> dict[str, float]:
     """One process: acquire the model cold (fetch + decrypt + compile), then again from the cache."""
     from ovbatch.settings import Settings
@@ -370,6 +410,11 @@ def main() -> None:
         help="then N times the long files again, with --format txt,json and txt alone (the last version)",
     )
     parser.add_argument(
+        "--accuracy",
+        action="store_true",
+        help="with --int8: the gate's 180 accuracy clips end to end with both versions, packed and alone",
+    )
+    parser.add_argument(
         "--precisions",
         default="",
         help="comma-separated OVBATCH_WHISPER_PRECISION values to run the float version with too (f32,bf16)",
@@ -396,13 +441,14 @@ def main() -> None:
             shutil.rmtree(work, ignore_errors=True)
             return
         ov.start_worker()
+        fw_batched = faster_whisper("int8", batched=True)
         engines: list[tuple[str, Any, bool]] = [("ovbatch", ov.run, True)]
         if int8 is not None:
             engines.append(("ovbatch-int8", lambda paths: ov.run(paths, int8), True))
         engines += [
             ("fw-int8", faster_whisper("int8"), True),
             ("fw-fp32", faster_whisper("float32"), True),
-            ("fw-batched8", faster_whisper("int8", batched=True), False),
+            ("fw-batched8", fw_batched, False),
         ]
         if not args.skip_torch:
             engines.append(("torch-fp32", torch_fp32(work), True))
@@ -427,6 +473,7 @@ def main() -> None:
             for label, formats in both.items() if i % 2 == 0 else reversed(both.items()):
                 runner = lambda p, f=formats: ov.run(p, model, f)  # noqa: E731
                 results["long"].append(measure(f"{name}-warm-{label}-{i + 1}", long_paths, long_refs, runner))
+            results["long"].append(measure(f"fw-batched8-{i + 1}", long_paths, long_refs, fw_batched))
         if args.precisions:
             ov.stop()
             ov.env.pop("OVBATCH_WHISPER_PRECISION")
@@ -439,6 +486,8 @@ def main() -> None:
             label = f"{name}-batch{args.batch_files}"
             results["short"].append(measure(label, short, short_refs, lambda p: ov.run(p, model), units["short"]))
             results["short"].append(measure(f"{label}-warm", short, short_refs, lambda p: ov.run(p, model)))
+        if args.accuracy and int8 is not None:
+            results["accuracy"] = accuracy_rows(ov, int8)
         # is a WER difference real? 95 % paired bootstrap over clips (short) or 12-word runs (long)
         results["wer_vs_ovbatch"] = {kind: compare(u) for kind, u in units.items()}
         results["queue_noop_round_trip_ms"] = ov.noop_round_trip_ms()
