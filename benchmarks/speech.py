@@ -274,12 +274,12 @@ def paired_wer_difference(
     """WER(ours) - WER(theirs) in points, with a 95 % paired bootstrap interval over the units:
     an interval that holds 0 means this audio cannot tell the two engines apart."""
     assert np.array_equal(ours[:, 0], theirs[:, 0]), "units must share their references"
+    from ovbatch.tasks.quantize.whisper import drop_interval  # the gate's own interval
+
     words, diff = ours[:, 0], ours[:, 1] - theirs[:, 1]
-    picks = np.random.default_rng(seed).integers(0, len(words), size=(resamples, len(words)))
-    boot = diff[picks].sum(axis=1) / words[picks].sum(axis=1) * 100
     return {
         "diff_pts": round(float(diff.sum() / words.sum() * 100), 2),
-        "ci95_pts": [round(float(np.percentile(boot, 2.5)), 2), round(float(np.percentile(boot, 97.5)), 2)],
+        "ci95_pts": drop_interval(ours, theirs, resamples, seed),
         "errors": [int(ours[:, 1].sum()), int(theirs[:, 1].sum())],
         "words": int(words.sum()),
         "units": len(words),
