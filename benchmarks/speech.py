@@ -4,6 +4,7 @@ and speeds, picked for variety (numbers, names, homophones, long and short), not
     python -m benchmarks.speech DIR                  # the 36 clips and a references.json
     python -m benchmarks.speech --accuracy DIR       # the 240-clip accuracy set
     python -m benchmarks.speech --demo-sets DIR      # calibration/ and evaluation/ for `ovbatch demo`
+    python -m benchmarks.speech --wide N DIR         # the wide set: 583 more sentences, N voices each
 """
 
 from __future__ import annotations
@@ -160,6 +161,27 @@ ACCURACY_VOICES = [
     ("en-gb-x-rp+f1", 160),
 ]
 
+# The wide set (``make_wide_set``): 583 sentences more (sentences_wide.txt: everyday English with
+# numbers, dates, names and places; none of them in the lists above), each spoken by ``renditions``
+# of these voice/speed pairs, none of which is in VOICES or ACCURACY_VOICES. The 180 clips the INT8
+# gate evaluates on (1,712 words) put a 95 % paired interval 3.2-4.1 points wide on INT8 - float;
+# two renditions (1,166 clips, about 11,000 words) narrow it about 2.5 times.
+WIDE_SENTENCES = Path(__file__).with_name("sentences_wide.txt")
+WIDE_VOICES = [
+    ("en-us+m1", 150),
+    ("en-gb-scotland+f3", 160),
+    ("en-029+f1", 150),
+    ("en-gb-x-gbclan+m5", 140),
+    ("en-us-nyc+f4", 170),
+    ("en-gb+m6", 165),
+    ("en-us+f5", 145),
+    ("en-gb-x-gbcwmd+m2", 175),
+    ("en-gb-x-rp+m4", 150),
+    ("en-us+klatt", 160),
+    ("en+f3", 180),
+    ("en-gb+f1", 135),
+]
+
 
 def make_clips(folder: Path) -> dict[str, str]:
     """Write one 16 kHz mono wav per sentence (voices and speeds rotate); return {file name: text}."""
@@ -184,14 +206,30 @@ def make_clips(folder: Path) -> dict[str, str]:
 def make_accuracy_set(folder: Path) -> dict[str, str]:
     """The accuracy set: SENTENCES + MORE_SENTENCES, each in two voices at two speeds (240 clips,
     about 16 minutes, 2,700 words); {file name: text}, and a references.json."""
+    return _spoken_set(folder, "a", SENTENCES + MORE_SENTENCES, ACCURACY_VOICES, 2, 2)
+
+
+def make_wide_set(folder: Path, renditions: int = 2) -> dict[str, str]:
+    """The wide set: every line of sentences_wide.txt spoken by ``renditions`` (1 to 12) of
+    WIDE_VOICES, a different pair for each rendition (583 x ``renditions`` clips, about 9.4 words
+    each); {file name: text}, and a references.json. Clips already in ``folder`` are kept."""
+    assert 1 <= renditions <= len(WIDE_VOICES), f"renditions must be 1 to {len(WIDE_VOICES)}"
+    sentences = [line.strip() for line in WIDE_SENTENCES.read_text().splitlines() if line.strip()]
+    return _spoken_set(folder, "w", sentences, WIDE_VOICES, renditions, 5)
+
+
+def _spoken_set(
+    folder: Path, prefix: str, sentences: list[str], voices: list[tuple[str, int]], renditions: int, step: int
+) -> dict[str, str]:
+    """Sentence ``i``'s rendition ``k`` in voice pair ``(step * i + k) % len(voices)``, as
+    ``{prefix}{i:03d}{letter k}-{voice}-{speed}.wav``; clips already there are kept."""
     folder.mkdir(parents=True, exist_ok=True)
     refs = {}
-    sentences = SENTENCES + MORE_SENTENCES
     with tempfile.TemporaryDirectory() as tmp:
         for i, text in enumerate(sentences):
-            for k in (0, 1):
-                voice, speed = ACCURACY_VOICES[(2 * i + k) % len(ACCURACY_VOICES)]
-                name = f"a{i:03d}{'ab'[k]}-{voice.replace('+', '_')}-{speed}.wav"
+            for k in range(renditions):
+                voice, speed = voices[(step * i + k) % len(voices)]
+                name = f"{prefix}{i:03d}{'abcdefghijkl'[k]}-{voice.replace('+', '_')}-{speed}.wav"
                 refs[name] = text
                 if not (folder / name).is_file():
                     _speak(text, voice, speed, folder / name, Path(tmp))
@@ -311,6 +349,8 @@ def make_demo_sets(folder: Path) -> tuple[Path, Path]:
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--demo-sets"]:
         print(*make_demo_sets(Path(sys.argv[2])))
+    elif sys.argv[1:2] == ["--wide"]:
+        print(json.dumps(make_wide_set(Path(sys.argv[3]), int(sys.argv[2])), indent=2))
     elif sys.argv[1:2] == ["--accuracy"]:
         print(json.dumps(make_accuracy_set(Path(sys.argv[2])), indent=2))
     else:

@@ -34,6 +34,11 @@ Compared:
                fresh worker with OVBATCH_WHISPER_PACK_S=0 (a clip's text depends on its own audio
                only, so INT8 - float is the models' difference, not which clips shared a window);
                paired bootstrap intervals under ``accuracy``
+  --wide N     with --int8: the same for the wide set (benchmarks/speech.py: 583 other sentences, each
+               in N of 12 other voices; 2: 1,166 clips, about 11,000 words), and INT8 - float over
+               all the clips measured (``all``): an interval narrow enough to tell 0.5 points apart
+  --accuracy-only  with --int8: quantize, then only the --accuracy / --wide rows (no speed rows)
+  --int8-max-drop X  the gate's --max-drop: 100 makes a version to measure where the gate refuses it
   --batch-files N  the short clips once more on a fresh worker that runs N jobs at once
                (OVBATCH_WORKER_BATCH_FILES; the default is 8): more clips share each window
 Also: queue overhead (no-op job round trip), model cache hit vs cold acquire, worker RSS before and
@@ -54,6 +59,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import soundfile as sf
 
 from benchmarks.speech import SENTENCES, error_units, make_clips, make_long_file, paired_wer_difference, wer
@@ -218,10 +224,12 @@ class Ovbatch:
         params: list[str] = [],  # noqa: B006 (never mutated)
         gate_clips: int = 180,
         env: dict[str, str] | None = None,
+        max_drop: str = "",
     ) -> str | None:
         """``ovbatch quantize whisper-base@1 --recipe int8-hybrid [--param K=V]...`` in process
         (--local), its gate evaluated on ``gate_clips`` accuracy clips (60: every fourth, 180: every
-        one not calibrated on), ``env`` added to its environment: the new version, or None."""
+        one not calibrated on), ``env`` added to its environment, ``max_drop`` (points) as the gate's
+        --max-drop if given: the new version, or None."""
         from benchmarks.speech import make_accuracy_set, reference_set
 
         clips = REPO / ".cache" / "speech-accuracy"
@@ -249,7 +257,8 @@ class Ovbatch:
         done = subprocess.run(
             [OVBATCH, "quantize", "whisper-base@1", "--recipe", "int8-hybrid", "--language", "en"]
             + ["--calibration", str(self.work / "calib"), "--eval", str(self.work / "eval"), "--local"]
-            + [arg for param in params for arg in ("--param", param)],
+            + [arg for param in params for arg in ("--param", param)]
+            + (["--max-drop", max_drop] if max_drop else []),
             env={**self.env, **(env or {})},
             capture_output=True,
             text=True,
@@ -312,32 +321,47 @@ class Ovbatch:
         return round(statistics.median(times) * 1000, 2)
 
 
-def accuracy_rows(ov: Ovbatch, int8: str) -> dict[str, Any]:
-    """The gate's 180 evaluation clips end to end, float and INT8 versions: packed (the running
-    worker), then alone (a fresh worker with OVBATCH_WHISPER_PACK_S=0); INT8 - float, paired."""
-    from benchmarks.speech import make_accuracy_set
+def accuracy_sets(wide: int, gate: bool = True) -> dict[str, tuple[list[Path], list[str]]]:
+    """{label: (clips, references)}: ``gate180``, the 180 accuracy clips quantize_int8 did not
+    calibrate on, and with ``wide`` N the wide set's 583 sentences in N voices (``wideN``)."""
+    from benchmarks.speech import make_accuracy_set, make_wide_set
 
-    clips = REPO / ".cache" / "speech-accuracy"
-    acc = make_accuracy_set(clips)
-    names = sorted(acc)
-    chosen = [n for n in names if n not in names[0::4]]  # the clips quantize_int8 did not calibrate on
-    paths, refs = [clips / n for n in chosen], [acc[n] for n in chosen]
+    sets: dict[str, tuple[list[Path], list[str]]] = {}
+    if gate:
+        clips = REPO / ".cache" / "speech-accuracy"
+        acc = make_accuracy_set(clips)
+        names = sorted(acc)
+        chosen = [n for n in names if n not in names[0::4]]  # the clips quantize_int8 did not calibrate on
+        sets["gate180"] = ([clips / n for n in chosen], [acc[n] for n in chosen])
+    if wide:
+        clips = REPO / ".cache" / "speech-wide"
+        refs = make_wide_set(clips, wide)
+        sets[f"wide{wide}"] = ([clips / n for n in sorted(refs)], [refs[n] for n in sorted(refs)])
+    return sets
+
+
+def accuracy_rows(ov: Ovbatch, int8: str, sets: dict[str, tuple[list[Path], list[str]]]) -> dict[str, Any]:
+    """Every set's clips end to end, float and INT8 versions: packed (the running worker), then
+    alone (a fresh worker with OVBATCH_WHISPER_PACK_S=0); INT8 - float, paired, per set and over
+    all the sets' clips together (``all``)."""
     out: dict[str, Any] = {}
     for packing in ("packed", "alone"):
         if packing == "alone":
             ov.stop()
             ov.env["OVBATCH_WHISPER_PACK_S"] = "0"
             ov.start_worker()
-        units: dict[str, Any] = {}
-        rows = [
-            measure(f"{v}-{packing}-180", paths, refs, lambda p, m=m: ov.run(p, m), units)
-            for v, m in (("float", "whisper-base@1"), ("int8", int8))
-        ]
-        out[packing] = {
-            "rows": rows,
-            "int8_minus_float": paired_wer_difference(units[f"int8-{packing}-180"], units[f"float-{packing}-180"]),
-        }
-        print(json.dumps({packing: out[packing]["int8_minus_float"]}), flush=True)
+        rows, diffs = [], {}
+        pooled: dict[str, list[Any]] = {"float": [], "int8": []}
+        for label, (paths, refs) in sets.items():
+            units: dict[str, Any] = {}
+            for v, m in (("float", "whisper-base@1"), ("int8", int8)):
+                rows.append(measure(f"{v}-{packing}-{label}", paths, refs, lambda p, m=m: ov.run(p, m), units))
+                pooled[v].append(units[f"{v}-{packing}-{label}"])
+            diffs[label] = paired_wer_difference(units[f"int8-{packing}-{label}"], units[f"float-{packing}-{label}"])
+        if len(sets) > 1:
+            diffs["all"] = paired_wer_difference(np.concatenate(pooled["int8"]), np.concatenate(pooled["float"]))
+        out[packing] = {"rows": rows, "int8_minus_float": diffs}
+        print(json.dumps({packing: diffs}), flush=True)
     ov.stop()
     ov.env.pop("OVBATCH_WHISPER_PACK_S")
     ov.start_worker()
@@ -415,6 +439,24 @@ def main() -> None:
         help="with --int8: the gate's 180 accuracy clips end to end with both versions, packed and alone",
     )
     parser.add_argument(
+        "--wide",
+        type=int,
+        default=0,
+        help="with --int8: the wide set (583 sentences in N voices, benchmarks/speech.py) end to end "
+        "with both versions, packed and alone, as --accuracy does (2: 1,166 clips, about 11,000 words)",
+    )
+    parser.add_argument(
+        "--accuracy-only",
+        action="store_true",
+        help="with --int8: quantize, then only the --accuracy / --wide rows (to transcribe_bench_accuracy.json)",
+    )
+    parser.add_argument(
+        "--int8-max-drop",
+        default="",
+        help="with --int8: the gate's --max-drop (points; default the recipe's), e.g. 100 to make a "
+        "version to measure where the gate would refuse it",
+    )
+    parser.add_argument(
         "--precisions",
         default="",
         help="comma-separated OVBATCH_WHISPER_PRECISION values to run the float version with too (f32,bf16)",
@@ -436,11 +478,20 @@ def main() -> None:
     ov = Ovbatch(work, args.redis_url)
     try:
         extra_env = dict(kv.split("=", 1) for kv in args.int8_env)
-        int8 = ov.quantize_int8(args.int8_param, args.gate_clips, extra_env) if args.int8 else None
+        int8 = ov.quantize_int8(args.int8_param, args.gate_clips, extra_env, args.int8_max_drop) if args.int8 else None
         if args.quantize_only:
             shutil.rmtree(work, ignore_errors=True)
             return
         ov.start_worker()
+        if args.accuracy_only:  # the accuracy rows alone: no speed rows, no other engine
+            if int8 is not None:
+                results["accuracy"] = accuracy_rows(ov, int8, accuracy_sets(args.wide, args.accuracy))
+            ov.stop()
+            shutil.rmtree(work, ignore_errors=True)
+            OUT.mkdir(exist_ok=True)
+            (OUT / "transcribe_bench_accuracy.json").write_text(json.dumps(results, indent=2))
+            print(json.dumps(results, indent=2))
+            return
         fw_batched = faster_whisper("int8", batched=True)
         engines: list[tuple[str, Any, bool]] = [("ovbatch", ov.run, True)]
         if int8 is not None:
@@ -486,8 +537,8 @@ def main() -> None:
             label = f"{name}-batch{args.batch_files}"
             results["short"].append(measure(label, short, short_refs, lambda p: ov.run(p, model), units["short"]))
             results["short"].append(measure(f"{label}-warm", short, short_refs, lambda p: ov.run(p, model)))
-        if args.accuracy and int8 is not None:
-            results["accuracy"] = accuracy_rows(ov, int8)
+        if (args.accuracy or args.wide) and int8 is not None:
+            results["accuracy"] = accuracy_rows(ov, int8, accuracy_sets(args.wide, args.accuracy))
         # is a WER difference real? 95 % paired bootstrap over clips (short) or 12-word runs (long)
         results["wer_vs_ovbatch"] = {kind: compare(u) for kind, u in units.items()}
         results["queue_noop_round_trip_ms"] = ov.noop_round_trip_ms()
