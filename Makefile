@@ -64,7 +64,7 @@ bench: $(STAMP) system-deps redis
 	$(BIN)/python -m benchmarks.precision_bench
 	$(BIN)/python -m benchmarks.quantize_bench --home $(CURDIR)/.cache/bench-quantize
 	$(BIN)/python -m benchmarks.quantize_diffusion_bench --tiny
-	$(BIN)/python -m benchmarks.transcribe_bench --int8 --skip-torch --rss-jobs 0 --txt 3 --accuracy
+	$(BIN)/python -m benchmarks.transcribe_bench --int8 --skip-torch --rss-jobs 0 --txt 3 --accuracy --wide 2
 	$(BIN)/python -m benchmarks.window_ends --rounds 2 --alone
 	$(BIN)/python -m benchmarks.benchmark_parity --time 10 --rounds 3
 	$(BIN)/python -m benchmarks.pipeline_bench --int8 --images real
