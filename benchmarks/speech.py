@@ -165,7 +165,9 @@ ACCURACY_VOICES = [
 # numbers, dates, names and places; none of them in the lists above), each spoken by ``renditions``
 # of these voice/speed pairs, none of which is in VOICES or ACCURACY_VOICES. The 180 clips the INT8
 # gate evaluates on (1,712 words) put a 95 % paired interval 3.2-4.1 points wide on INT8 - float;
-# two renditions (1,166 clips, about 11,000 words) narrow it about 2.5 times.
+# on clips transcribed alone, those and the first rendition here (7,172 words) gave +-0.7 points,
+# and two renditions with the gate's clips (12,632 words) should give about +-0.5. Packed clips stay
+# at about +-1.2 however many there are: packing varies between runs (benchmarks/RESULTS.md).
 WIDE_SENTENCES = Path(__file__).with_name("sentences_wide.txt")
 WIDE_VOICES = [
     ("en-us+m1", 150),

@@ -36,7 +36,8 @@ Compared:
                paired bootstrap intervals under ``accuracy``
   --wide N     with --int8: the same for the wide set (benchmarks/speech.py: 583 other sentences, each
                in N of 12 other voices; 2: 1,166 clips, about 11,000 words), and INT8 - float over
-               all the clips measured (``all``): an interval narrow enough to tell 0.5 points apart
+               all the clips measured (``all``): alone, about +-0.5 points with ``--wide 2``
+               (packed clips stay at about +-1.2: packing varies between runs)
   --accuracy-only  with --int8: quantize, then only the --accuracy / --wide rows (no speed rows)
   --int8-max-drop X  the gate's --max-drop: 100 makes a version to measure where the gate refuses it
   --batch-files N  the short clips once more on a fresh worker that runs N jobs at once
