@@ -47,8 +47,12 @@ typecheck: $(STAMP)
 	$(BIN)/pip install --quiet --no-deps --no-build-isolation --target .cache/typecheck .
 	$(BIN)/mypy .cache/typecheck/ovbatch
 
+# pytest-xdist: PYTEST_WORKERS processes, each given whole test files (a module's fixtures are built
+# once), in the order tests/conftest.py gives (the longest files first, so none is left to run alone
+# at the end); PYTEST_WORKERS=0 runs everything in this process
+PYTEST_WORKERS ?= 2
 unit: $(STAMP) system-deps redis
-	$(BIN)/pytest -q --durations=25
+	$(BIN)/pytest -q --durations=25 -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 test: lint typecheck unit
 

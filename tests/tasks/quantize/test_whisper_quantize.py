@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.speech import make_clips
-from tests.conftest import CACHE
+from tests.conftest import CACHE, cache_lock
 
 pytestmark = [pytest.mark.slow, pytest.mark.real_model]
 OVBATCH = str(Path(sys.executable).with_name("ovbatch"))
@@ -25,7 +25,8 @@ def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture
 def sets(tmp_path: Path) -> dict[str, Path]:
-    refs = make_clips(CACHE / "speech")
+    with cache_lock("speech"):
+        refs = make_clips(CACHE / "speech")
     names = sorted(refs)
     folders = {"calib": tmp_path / "calib", "eval": tmp_path / "eval", "bare": tmp_path / "bare"}
     for folder in folders.values():

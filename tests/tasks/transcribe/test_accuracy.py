@@ -22,7 +22,7 @@ from ovbatch.registry.refs import ModelRef
 from ovbatch.registry.registry import Registry
 from ovbatch.settings import Settings
 from ovbatch.storage import open_store
-from tests.conftest import CACHE
+from tests.conftest import CACHE, cache_lock
 
 pytestmark = [pytest.mark.slow, pytest.mark.real_model]
 
@@ -40,7 +40,8 @@ def test_wer_is_no_worse_than_faster_whisper_float32_plus_half_a_point(
     from ovbatch.tasks.transcribe.types import TranscribeOptions
 
     clips = CACHE / "speech-accuracy"
-    refs = make_accuracy_set(clips)
+    with cache_lock("speech-accuracy"):
+        refs = make_accuracy_set(clips)
     assert len(refs) == 240
     names = sorted(refs)
     if os.environ.get("OVBATCH_TEST_ACCURACY") != "full":

@@ -24,7 +24,7 @@ from ovbatch.tasks.transcribe.words import (
     median_filter,
     segment_words,
 )
-from tests.conftest import CACHE
+from tests.conftest import CACHE, cache_lock
 
 # --- the timing maths -----------------------------------------------------------------------------
 
@@ -166,7 +166,8 @@ def clips() -> dict[str, np.ndarray]:
 
     from benchmarks.speech import make_clips
 
-    names = sorted(make_clips(SPEECH))
+    with cache_lock("speech"):
+        names = sorted(make_clips(SPEECH))
     return {name: np.asarray(sf.read(SPEECH / name, dtype="float32")[0]) for name in names}
 
 
