@@ -49,10 +49,15 @@ typecheck: $(STAMP)
 
 # pytest-xdist: PYTEST_WORKERS processes, each given whole test files (a module's fixtures are built
 # once), in the order tests/conftest.py gives (the longest files first, so none is left to run alone
-# at the end); PYTEST_WORKERS=0 runs everything in this process
+# at the end); PYTEST_WORKERS=0 runs them in this process. Tests marked `serial` (they time two tools
+# against each other, or count other processes' CPU) then run alone; both passes always run.
 PYTEST_WORKERS ?= 2
 unit: $(STAMP) system-deps redis
-	$(BIN)/pytest -q --durations=25 -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder
+	$(BIN)/pytest -q --durations=25 -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder -m "not serial"; \
+	parallel=$$?; \
+	$(BIN)/pytest -q --durations=5 -m serial; \
+	serial=$$?; \
+	test $$parallel = 0 -a $$serial = 0 || { echo "make unit: parallel pass exited $$parallel, serial pass $$serial" >&2; exit 1; }
 
 test: lint typecheck unit
 

@@ -235,12 +235,7 @@ class Ovbatch:
 
         clips = REPO / ".cache" / "speech-accuracy"
         acc = make_accuracy_set(clips)
-        names = sorted(acc)
-        # evaluated on the 180 clips not calibrated on (about 1,700 words: one word is 0.06 points, the
-        # 0.5-point gate 9 words; the 60 clips used before held about 570, where one word was 0.18 points
-        # and the gate 3 words: the same version passed and failed on two VMs by 3-4 words)
-        calibration = names[0::4]
-        evaluation = [n for n in names if n not in calibration] if gate_clips == 180 else names[1::4]
+        calibration, evaluation = gate_split(sorted(acc), gate_clips)
         for folder, chosen in (("calib", calibration), ("eval", evaluation)):
             reference_set(self.work / folder, clips, acc, chosen)
         half = len(SENTENCES) // 2
@@ -322,6 +317,16 @@ class Ovbatch:
         return round(statistics.median(times) * 1000, 2)
 
 
+def gate_split(names: list[str], gate_clips: int = 180) -> tuple[list[str], list[str]]:
+    """The accuracy set's clip names (sorted) split into the INT8 gate's (calibration, evaluation):
+    every fourth clip calibrates; the gate evaluates on the 180 others (about 1,700 words: one word
+    is 0.06 points, the 0.5-point gate 9 words; the 60 clips used before, ``gate_clips=60``, held
+    about 570, where the same version passed and failed on two VMs by 3-4 words)."""
+    calibration = names[0::4]
+    evaluation = [n for n in names if n not in calibration] if gate_clips == 180 else names[1::4]
+    return calibration, evaluation
+
+
 def accuracy_sets(wide: int, gate: bool = True) -> dict[str, tuple[list[Path], list[str]]]:
     """{label: (clips, references)}: ``gate180``, the 180 accuracy clips quantize_int8 did not
     calibrate on, and with ``wide`` N the wide set's 583 sentences in N voices (``wideN``)."""
@@ -331,8 +336,7 @@ def accuracy_sets(wide: int, gate: bool = True) -> dict[str, tuple[list[Path], l
     if gate:
         clips = REPO / ".cache" / "speech-accuracy"
         acc = make_accuracy_set(clips)
-        names = sorted(acc)
-        chosen = [n for n in names if n not in names[0::4]]  # the clips quantize_int8 did not calibrate on
+        _, chosen = gate_split(sorted(acc))  # the clips quantize_int8 did not calibrate on
         sets["gate180"] = ([clips / n for n in chosen], [acc[n] for n in chosen])
     if wide:
         clips = REPO / ".cache" / "speech-wide"
